@@ -1,0 +1,99 @@
+"""The op registry: the one place that knows both the reference ops and the Triton kernels.
+
+Every op the model or trainer uses is looked up here by (op, backend). The reference backend is
+the specification (pure PyTorch, runs anywhere); fused entries name a kernel module that is
+imported only when asked for, so `import fastgrok` never imports triton.
+
+Op contracts (shapes with B batch, T tokens, C width, V vocab, S shots):
+- attention(qkv (B, T, 3C), n_head, theta) → (B, T, C): causal RoPE attention, scale 1/sqrt(C/n_head)
+- embedding(idx (B, T) int64, weight (V, C)) → (B, T, C)
+- batchgen(source: data.BatchSource, step: int | 0-dim tensor) → (B, (n_var+1)·S) int64
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import BACKENDS, ModelConfig
+from .data import generate_batch
+from .rope import apply_rope
+
+OPS = ("attention", "embedding", "batchgen")
+
+
+def attention_reference(qkv: Tensor, n_head: int, theta: float) -> Tensor:
+    """Split the fused projection, RoPE on q and k, causal SDPA: (B, T, 3C) → (B, T, C)."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    q, k, v = qkv.view(B, T, 3, n_head, C // n_head).unbind(2)  # (B, T, H, D) each
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+    y = F.scaled_dot_product_attention(apply_rope(q, theta), apply_rope(k, theta), v, is_causal=True)
+    return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+
+
+def embedding_reference(idx: Tensor, weight: Tensor) -> Tensor:
+    return F.embedding(idx, weight)
+
+
+# (op, backend) → a callable, or "module:attribute" imported on first use.
+_REGISTRY: dict[tuple[str, str], Callable | str] = {
+    ("attention", "reference"): attention_reference,
+    ("embedding", "reference"): embedding_reference,
+    ("batchgen", "reference"): generate_batch,
+    ("attention", "fused"): "fastgrok.kernels.rope_attention:fused_attention_qkv",
+    ("embedding", "fused"): "fastgrok.kernels.embedding:embedding",
+    ("batchgen", "fused"): "fastgrok.kernels.batchgen:generate_batch_fused",
+}
+
+
+def register(op: str, backend: str, impl: Callable | str) -> None:
+    """Add or replace an implementation (a callable, or a lazy "module:attribute")."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+    _REGISTRY[(op, backend)] = impl
+
+
+def get_op(op: str, backend: str) -> Callable:
+    """The implementation of `op` in `backend`, importing a kernel module on first use."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+    impl = _REGISTRY.get((op, backend))
+    if impl is None:
+        known = sorted(b for (o, b) in _REGISTRY if o == op)
+        raise ValueError(f"op {op!r} has no backend {backend!r}; available: {', '.join(known)}")
+    if isinstance(impl, str):
+        module, _, attr = impl.partition(":")
+        try:
+            impl = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"the {backend} {op} op is not available here ({e})") from None
+        _REGISTRY[(op, backend)] = impl
+    return impl
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The resolved implementation of every op, and the backend each came from."""
+
+    attention: Callable
+    embedding: Callable
+    batchgen: Callable
+    names: tuple[tuple[str, str], ...]
+
+
+def resolve_ops(cfg: ModelConfig | None = None, backend: str = "reference", **per_op: str | None) -> Ops:
+    """Ops for a model config (backend plus per-op overrides), or for an explicit backend/overrides."""
+    if cfg is not None:
+        backend = cfg.backend
+        per_op = {op: getattr(cfg, op) for op in OPS} | {k: v for k, v in per_op.items() if v is not None}
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    for op in per_op:
+        if op not in OPS:
+            raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+    chosen = {op: per_op.get(op) or backend for op in OPS}
+    return Ops(**{op: get_op(op, b) for op, b in chosen.items()}, names=tuple(chosen.items()))

@@ -1,0 +1,102 @@
+"""Command line: parses flags into a Config and calls the library. Every field is a flag."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from typing import Any, Sequence
+
+from .config import PRESETS, SECTIONS, Config
+
+# What the CLI reports as a user error: one line on stderr, exit code 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    for section, cls in SECTIONS.items():
+        group = p.add_argument_group(f"{section} fields (override the preset)")
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            names = [flag] if "_" not in f.name else [flag, "--" + f.name]
+            group.add_argument(*names, dest=f.name, default=None, metavar=f.name.upper(),
+                               help=f"default: {f.default!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastgrok", description="Fast trainer for the in-context modular "
+                                     "arithmetic experiments of 'Learning to grok' (He et al., 2024).")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    t = sub.add_parser("train", help="train a run (default preset: quick)")
+    t.add_argument("--preset", default=None, help=f"named preset: {', '.join(PRESETS)} (default: quick)")
+    t.add_argument("--config", default=None, help="TOML file: optional preset = '...', then fields")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after this step with a checkpoint (resume later with --resume)")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_config_flags(t)
+    c = sub.add_parser("config", help="print the resolved config as JSON")
+    c.add_argument("--preset", default=None)
+    c.add_argument("--config", default=None)
+    _add_config_flags(c)
+    sub.add_parser("presets", help="list the presets")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    overrides = {f.name: getattr(args, f.name) for cls in SECTIONS.values() for f in fields(cls)
+                 if getattr(args, f.name, None) is not None}
+    if args.config:
+        if args.preset:
+            raise ValueError("give the preset inside the TOML file (preset = '...') or on the command line, not both")
+        return Config.from_toml(args.config, **overrides)
+    return Config.preset(args.preset or "quick", **overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+    if args.resume:
+        given = [f.name for cls in SECTIONS.values() for f in fields(cls) if getattr(args, f.name) is not None]
+        if given or args.preset or args.config:
+            raise ValueError(f"--resume continues the saved config; drop {', '.join(given) or '--preset/--config'}")
+        train(resume=args.resume, stop_at=args.stop_at, quiet=args.quiet)
+    else:
+        train(resolve_config(args), stop_at=args.stop_at, quiet=args.quiet)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .train import TrainingError
+    try:
+        if args.command == "train":
+            return _cmd_train(args)
+        if args.command == "config":
+            print(json.dumps(resolve_config(args).to_dict(), indent=2))
+            return 0
+        if args.command == "presets":
+            for name, values in PRESETS.items():
+                print(f"{name:10s} {', '.join(f'{k}={v}' for k, v in values.items())}")
+            return 0
+    except (*USER_ERRORS, TrainingError) as e:
+        print(f"fastgrok: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"fastgrok: {e or 'interrupted'}", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

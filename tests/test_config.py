@@ -1,0 +1,66 @@
+import pytest
+
+from fastgrok.config import PRESETS, Config
+
+
+def test_presets_resolve_and_paper_defaults():
+    for name in PRESETS:
+        Config.preset(name)
+    cfg = Config.preset("paper")
+    assert (cfg.task.p, cfg.task.n_id, cfg.task.n_pl, cfg.model.depth, cfg.model.n_embd) == (29, 512, 128, 2, 512)
+    assert cfg.model.vocab_size == 29
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.warmup, cfg.train.steps) == (1.5e-4, 2.0, 10_000, 200_000)
+    assert Config.preset("paper-d4").model.depth == 4 and Config.preset("paper-d6").model.depth == 6
+
+
+def test_overrides_by_field_name_and_coercion():
+    cfg = Config.preset("paper", n_pl=16, alpha="0.5", data_seed=3, depth="4", steps="2e3")
+    assert (cfg.task.n_id, cfg.task.alpha, cfg.task.data_seed, cfg.model.depth, cfg.train.steps) == (64, 0.5, 3, 4, 2000)
+    assert Config.preset("paper", n_id=64).task.n_pl == 16
+    assert Config.preset("paper", selection="random", n_id=100).task.n_id == 100
+    assert Config.preset("quick").override(n_pl=2).task.n_id == 8
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(alpha=1.0), "alpha"),
+    (dict(alpha=0.0), "alpha"),
+    (dict(n_embd=100, n_head=3), "divisible"),
+    (dict(n_pl=300), "o.o.d."),
+    (dict(p=3), "p ≥ 4"),
+    (dict(n_var=3), "n_var=2"),
+    (dict(n_id=10), "multiple of 4"),
+    (dict(batch_size=100), "cannot cover"),
+    (dict(vocab_size=20), "smaller than p"),
+    (dict(sampling="nope"), "sampling"),
+    (dict(backend="cuda"), "backend"),
+    (dict(device="tpu"), "device"),
+    (dict(sampling="distinct", alpha=0.99), "distinct"),
+])
+def test_bad_values_name_the_field(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Config.preset("paper", **kw)
+
+
+def test_unknown_field_and_preset_suggest():
+    with pytest.raises(ValueError, match="did you mean alpha"):
+        Config.preset("paper", alpah=0.3)
+    with pytest.raises(ValueError, match="did you mean 'quick'"):
+        Config.preset("quik")
+    with pytest.raises(TypeError, match="depth"):
+        Config.preset("paper", depth="two")
+
+
+def test_toml_and_dict_round_trip(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('preset = "quick"\nalpha = 0.5\n[model]\ndepth = 3\n')
+    cfg = Config.from_toml(path, seed=7)
+    assert (cfg.task.alpha, cfg.model.depth, cfg.train.seed, cfg.task.p) == (0.5, 3, 7, 7)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    path.write_text("[model]\nalpha = 0.5\n")
+    with pytest.raises(ValueError, match="belongs in"):
+        Config.from_toml(path)
+    path.write_text("alpha = = 1")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        Config.from_toml(path)
+    with pytest.raises(ValueError, match="does not exist"):
+        Config.from_toml(tmp_path / "missing.toml")

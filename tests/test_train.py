@@ -1,0 +1,132 @@
+import json
+import math
+
+import pytest
+import torch
+
+import importlib
+
+from fastgrok import GPT, Config, train
+from fastgrok.train import TrainingError, lr_at, make_optimizer
+
+train_mod = importlib.import_module("fastgrok.train")  # the package exports the function `train` too
+
+
+def _tiny(tmp_path, **kw):
+    return Config.preset("tiny", out_dir=str(tmp_path), **kw)
+
+
+def test_schedule_warmup_then_cosine():
+    cfg = Config.preset("paper", steps=1000, warmup=100)
+    lr = cfg.train.lr
+    assert lr_at(0, cfg) == pytest.approx(0.01 * lr)
+    assert lr_at(50, cfg) == pytest.approx((0.01 + 0.99 * 0.5) * lr)
+    assert lr_at(100, cfg) == pytest.approx(lr)
+    assert lr_at(999, cfg) == pytest.approx(0.1 * lr)
+    mid = 100 + (999 - 100) / 2
+    assert lr_at(int(mid), cfg) == pytest.approx(0.55 * lr, rel=1e-2)
+    values = [lr_at(s, cfg) for s in range(1000)]
+    assert all(a <= b for a, b in zip(values[:100], values[1:101]))
+    assert all(a >= b for a, b in zip(values[100:-1], values[101:]))
+    assert lr_at(0, Config.preset("paper", warmup=0, steps=10)) == pytest.approx(lr)
+
+
+def test_optimizer_groups():
+    cfg = Config.preset("tiny", depth=2)
+    model = GPT(cfg.model)
+    opt = make_optimizer(model, cfg, torch.device("cpu"))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == cfg.train.weight_decay and no_decay["weight_decay"] == 0.0
+    assert {p.dim() for p in decay["params"]} == {2} and {p.dim() for p in no_decay["params"]} == {1}
+    assert sum(p is model.transformer.wte.weight for p in decay["params"]) == 1
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert decay["betas"] == (0.9, 0.98) and decay["eps"] == 1e-8
+
+
+def test_run_folder_metrics_and_summary(tmp_path):
+    res = train(_tiny(tmp_path), quiet=True)
+    files = {p.name for p in res.run_dir.iterdir()}
+    assert {"config.json", "env.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json"} <= files
+    lines = [json.loads(l) for l in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [10, 20] and lines == res.history
+    rec = lines[-1]
+    assert {"step", "tokens", "lr", "train_loss", "time_s", "phase", "solved", "sets"} <= set(rec)
+    assert set(rec["sets"]) == {"train", "id_test", "ood_train", "ood_test"}
+    for m in rec["sets"].values():
+        assert len(m["kshot"]) == 6 and 0 <= m["acc"] <= 1 and m["loss"] > 0
+    assert len(rec["sets"]["train"]["task_acc"]) == 8
+    assert len(res.losses) == 20 and all(math.isfinite(x) for x in res.losses)
+    assert res.summary["best_ood_step"] in (10, 20) and res.summary["finished"]
+    assert json.loads((res.run_dir / "config.json").read_text())["task"]["p"] == 5
+
+
+def test_learns_something(tmp_path):
+    res = train(_tiny(tmp_path, steps=300, lr=3e-3, weight_decay=0.1, eval_every=300), quiet=True)
+    assert sum(res.losses[-10:]) / 10 < sum(res.losses[:10]) / 10 - 0.15  # ≈ 1.59 → 1.34 measured
+    assert res.history[-1]["sets"]["train"]["acc"] > 1.3 / 5  # chance is 1/5
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full = train(_tiny(tmp_path, run_name="full", steps=24, eval_every=8), quiet=True)
+    half = train(_tiny(tmp_path, run_name="half", steps=24, eval_every=8), stop_at=13, quiet=True)
+    assert half.losses == full.losses[:13]
+    rest = train(resume=half.run_dir, quiet=True)
+    assert half.losses + rest.losses == full.losses  # exact floats
+    strip = lambda h: [{k: v for k, v in r.items() if k != "time_s"} for r in h]
+    assert strip(rest.history) == strip(full.history)
+    assert torch.equal(torch.load(rest.run_dir / "last.pt")["model"]["lm_head.weight"],
+                       torch.load(full.run_dir / "last.pt")["model"]["lm_head.weight"])
+
+
+def test_interrupt_saves_and_resumes_exactly(tmp_path, monkeypatch):
+    full = train(_tiny(tmp_path, run_name="full", steps=16, eval_every=8), quiet=True)
+    real, calls = train_mod.z_loss, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 12:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "z_loss", flaky)
+    with pytest.raises(KeyboardInterrupt, match="resume with"):
+        train(_tiny(tmp_path, run_name="cut", steps=16, eval_every=8), quiet=True)
+    monkeypatch.setattr(train_mod, "z_loss", real)
+    assert torch.load(tmp_path / "cut" / "last.pt")["step"] == 11
+    rest = train(resume=tmp_path / "cut", quiet=True)
+    assert rest.losses == full.losses[11:]
+
+
+def test_nan_loss_stops_and_names_step(tmp_path, monkeypatch):
+    real, calls = train_mod.z_loss, {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] >= 14 else loss
+
+    monkeypatch.setattr(train_mod, "z_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"at step 14.*last good checkpoint \(step 10\)"):
+        train(_tiny(tmp_path, run_name="nan"), quiet=True)
+    assert torch.load(tmp_path / "nan" / "last.pt")["step"] == 10
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        train(resume=tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a fastgrok run folder"):
+        train(resume=tmp_path / "empty")
+    res = train(_tiny(tmp_path, run_name="r", steps=10), quiet=True)
+    (res.run_dir / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        train(resume=res.run_dir)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(_tiny(tmp_path, run_name="r"), quiet=True)
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager(tmp_path):
+    eager = train(_tiny(tmp_path, run_name="e", steps=6, eval_every=6), quiet=True)
+    comp = train(_tiny(tmp_path, run_name="c", steps=6, eval_every=6, compile="on"), quiet=True)
+    torch.testing.assert_close(torch.tensor(comp.losses), torch.tensor(eager.losses), atol=1e-4, rtol=1e-4)
