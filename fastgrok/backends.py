@@ -5,7 +5,8 @@ the specification (pure PyTorch, runs anywhere); fused entries name a kernel mod
 imported only when asked for, so `import fastgrok` never imports triton.
 
 Op contracts (shapes with B batch, T tokens, C width, V vocab, S shots):
-- attention(qkv (B, T, 3C), n_head, theta) → (B, T, C): causal RoPE attention, scale 1/sqrt(C/n_head)
+- attention(qkv (B, T, 3C), n_head, theta, q_slice=None) → (B, T, C): causal RoPE attention, scale
+  1/sqrt(C/n_head); with q_slice (a slice of positions) only those queries: (B, T', C)
 - embedding(idx (B, T) int64, weight (V, C)) → (B, T, C)
 - batchgen(source: data.BatchSource, step: int | 0-dim tensor) → (B, (n_var+1)·S) int64
 """
@@ -15,6 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -25,14 +27,33 @@ from .rope import apply_rope
 OPS = ("attention", "embedding", "batchgen")
 
 
-def attention_reference(qkv: Tensor, n_head: int, theta: float) -> Tensor:
-    """Split the fused projection, RoPE on q and k, causal SDPA: (B, T, 3C) → (B, T, C)."""
+def attention_reference(qkv: Tensor, n_head: int, theta: float, q_slice: slice | None = None) -> Tensor:
+    """Split the fused projection, RoPE on q and k, causal SDPA: (B, T, 3C) → (B, T, C).
+
+    With q_slice, only the queries at those positions (keys and values at every position): the
+    last block needs outputs only where the loss is taken."""
     B, T, C3 = qkv.shape
     C = C3 // 3
     q, k, v = qkv.view(B, T, 3, n_head, C // n_head).unbind(2)  # (B, T, H, D) each
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-    y = F.scaled_dot_product_attention(apply_rope(q, theta), apply_rope(k, theta), v, is_causal=True)
-    return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+    k = apply_rope(k, theta)
+    if q_slice is None:
+        y = F.scaled_dot_product_attention(apply_rope(q, theta), k, v, is_causal=True)
+        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+    pos = torch.arange(T, device=qkv.device)[q_slice]  # (T',) absolute positions of the queries
+    q = apply_rope(q, theta)[:, :, q_slice]  # (B, H, T', D); RoPE is per position, so slicing after is exact
+    mask = pos[:, None] >= torch.arange(T, device=qkv.device)[None, :]  # (T', T) causal
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return y.transpose(1, 2).reshape(B, pos.numel(), C)  # (B, T', C)
+
+
+def sliced(attention: Callable) -> Callable:
+    """Give a full-sequence attention kernel the q_slice argument (computes all queries, keeps some)."""
+    def attention_q_slice(qkv: Tensor, n_head: int, theta: float, q_slice: slice | None = None) -> Tensor:
+        y = attention(qkv, n_head, theta)
+        return y if q_slice is None else y[:, q_slice]
+    attention_q_slice.__wrapped__ = attention  # type: ignore[attr-defined]
+    return attention_q_slice
 
 
 def embedding_reference(idx: Tensor, weight: Tensor) -> Tensor:
@@ -71,6 +92,8 @@ def get_op(op: str, backend: str) -> Callable:
             impl = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             raise ValueError(f"the {backend} {op} op is not available here ({e})") from None
+        if op == "attention" and not getattr(impl, "supports_q_slice", False):
+            impl = sliced(impl)
         _REGISTRY[(op, backend)] = impl
     return impl
 

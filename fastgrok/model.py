@@ -26,8 +26,11 @@ class Attention(nn.Module):
         self.o = nn.Linear(C, C, bias=False)
         self.n_head, self.theta, self.ops = cfg.n_head, cfg.rope_theta, ops
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.ops.attention(self.to_qkv(x), self.n_head, self.theta)  # (B, T, C)
+    def forward(self, x: Tensor, q_slice: slice | None = None) -> Tensor:
+        if q_slice is None:
+            y = self.ops.attention(self.to_qkv(x), self.n_head, self.theta)  # (B, T, C)
+        else:
+            y = self.ops.attention(self.to_qkv(x), self.n_head, self.theta, q_slice)  # (B, T', C)
         return self.o(y)
 
 
@@ -72,8 +75,12 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = SwiGLU(cfg) if cfg.mlp == "swiglu" else MLP(cfg)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: Tensor, q_slice: slice | None = None) -> Tensor:
+        """x (B, T, C) → (B, T, C), or (B, T', C) at the positions q_slice only."""
+        if q_slice is None:
+            x = x + self.attn(self.ln_1(x))
+        else:
+            x = x[:, q_slice] + self.attn(self.ln_1(x), q_slice)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -111,12 +118,16 @@ class GPT(nn.Module):
         """Parameters, the tied embedding counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: Tensor, positions: slice | Tensor | None = None) -> Tensor:
+    def forward(self, idx: Tensor, positions: slice | None = None) -> Tensor:
+        """Logits at every position, or (positions: a slice) only there. Outputs elsewhere are never
+        used then, so the last block computes its queries, MLP and head at those positions alone."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}")
+        if positions is not None and not isinstance(positions, slice):
+            raise TypeError(f"positions must be a slice, got {type(positions).__name__}")
         x = self.ops.embedding(idx, self.transformer.wte.weight)  # (B, T, C)
-        for block in self.transformer.h:
+        *blocks, last = self.transformer.h
+        for block in blocks:
             x = block(x)
-        if positions is not None:
-            x = x[:, positions]  # (B, T', C): the head runs only where a loss is taken
+        x = last(x, positions)  # (B, T', C)
         return self.lm_head(self.transformer.ln_f(x))  # (B, T', V)

@@ -111,6 +111,54 @@ def evaluate(model: torch.nn.Module, sources: dict[str, BatchSource], cfg: Confi
     return out
 
 
+@dataclass
+class Session:
+    """Everything a training step needs, built once from a config."""
+
+    cfg: Config
+    device: torch.device
+    amp: torch.dtype | None
+    tasks: Tasks
+    ops: Any
+    train_src: BatchSource
+    eval_srcs: dict[str, BatchSource]
+    model: GPT
+    fwd: torch.nn.Module          # the model, compiled when the config asks for it
+    opt: torch.optim.Optimizer
+
+
+def build(cfg: Config) -> Session:
+    """Tasks, batch sources, model (seeded by cfg.seed), optimizer and (optionally) the compiled model."""
+    device = resolve_device(cfg.train.device)
+    amp = autocast_dtype(cfg, device)
+    if amp is torch.float16 and device.type == "cpu":
+        raise ValueError("dtype='fp16' autocast is for CUDA; use fp32 or bf16 on the CPU")
+    tasks = make_tasks(cfg.task)
+    ops = resolve_ops(cfg.model)
+    train_src = split_source(cfg, tasks, "train", device, training=True)
+    eval_srcs = {s: split_source(cfg, tasks, s, device) for s in SPLITS}
+    torch.manual_seed(cfg.train.seed)
+    model = GPT(cfg.model, ops).to(device)
+    opt = make_optimizer(model, cfg, device)
+    fwd = torch.compile(model) if use_compile(cfg, device) else model
+    return Session(cfg, device, amp, tasks, ops, train_src, eval_srcs, model, fwd, opt)
+
+
+def train_step(s: Session, step: int) -> Tensor:
+    """One optimiser step on training batch `step`; returns the loss as a device tensor (no sync)."""
+    for g in s.opt.param_groups:
+        g["lr"] = lr_at(step, s.cfg)
+    batch = s.ops.batchgen(s.train_src, step)
+    with _autocast(s.device, s.amp):
+        loss = z_loss(s.fwd, batch, s.cfg.task.n_var)
+    loss.backward()
+    if s.cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.train.grad_clip)
+    s.opt.step()
+    s.opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def default_run_name(cfg: Config) -> str:
     t, m = cfg.task, cfg.model
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -208,19 +256,9 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     if stop_at is not None and stop_at < 1:
         raise ValueError(f"stop_at={stop_at} must be ≥ 1")
 
-    device = resolve_device(cfg.train.device)
-    amp = autocast_dtype(cfg, device)
-    if amp is torch.float16 and device.type == "cpu":
-        raise ValueError("dtype='fp16' autocast is for CUDA; use fp32 or bf16 on the CPU")
     t0 = time.perf_counter()
-    tasks = make_tasks(cfg.task)
-    ops = resolve_ops(cfg.model)
-    train_src = split_source(cfg, tasks, "train", device, training=True)
-    eval_srcs = {s: split_source(cfg, tasks, s, device) for s in SPLITS}
-
-    torch.manual_seed(cfg.train.seed)
-    model = GPT(cfg.model, ops).to(device)
-    opt = make_optimizer(model, cfg, device)
+    sess = build(cfg)
+    device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
     start, best = 0, {"step": None, "ood_test_acc": -1.0}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -236,13 +274,6 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     history = _read_history(metrics_path, upto=start)
     atomic_write_text("".join(json.dumps(r) + "\n" for r in history), metrics_path)
     startup_s = time.perf_counter() - t0
-
-    fwd = torch.compile(model) if use_compile(cfg, device) else model
-    n_var = cfg.task.n_var
-
-    def step_loss(batch: Tensor) -> Tensor:
-        with _autocast(device, amp):
-            return z_loss(fwd, batch, n_var)
 
     end = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
     rep = _Reporter(cfg.train.steps, start, quiet)
@@ -286,16 +317,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
 
     try:
         while step < end:
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            batch = ops.batchgen(train_src, step)
-            loss = step_loss(batch)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            window[step % LOG_EVERY] = loss.detach()
+            loss = train_step(sess, step)
+            window[step % LOG_EVERY] = loss
             step += 1
             is_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps
             if step % LOG_EVERY == 0 or is_eval or step == end:
@@ -309,7 +332,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                     info += f" | {100 * flops / dt / peak:.0f}% MFU"
                 rep.update(step, info)
             if is_eval:
-                rec = _evaluate_and_save(model, fwd, eval_srcs, cfg, ops, device, amp, step, interval_losses,
+                rec = _evaluate_and_save(model, sess.fwd, sess.eval_srcs, cfg, ops, device, amp, step, interval_losses,
                                          best, run_dir, loop_t0, start, tokens_per_step)
                 interval_losses = []
                 history.append(rec)

@@ -91,3 +91,17 @@ def test_swiglu_width():
     model = GPT(Config.preset("tiny", mlp="swiglu").model)
     assert model.transformer.h[0].mlp.w1.weight.shape == (swiglu_hidden(32, 4), 32)
     assert model(torch.randint(0, 5, (2, 7))).shape == (2, 7, 5)
+
+
+@pytest.mark.parametrize("sl", [slice(1, None, 3), slice(2, None, 4), slice(0, None, 1), slice(5, 9)])
+def test_positions_path_equals_full_forward_and_gradients(sl):
+    model = GPT(Config.preset("tiny", depth=2, n_embd=32, n_head=2).model).double()
+    idx = torch.randint(0, 5, (3, 23))
+    full = model(idx)[:, sl]
+    g = torch.randn_like(full)
+    grads_full = torch.autograd.grad((full * g).sum(), list(model.parameters()))
+    sub = model(idx, positions=sl)
+    grads_sub = torch.autograd.grad((sub * g).sum(), list(model.parameters()))
+    torch.testing.assert_close(sub, full, atol=1e-12, rtol=1e-12)
+    for a, b in zip(grads_sub, grads_full):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
