@@ -108,6 +108,11 @@ class Ops:
     names: tuple[tuple[str, str], ...]
 
 
+def resolve_names(cfg: ModelConfig) -> tuple[tuple[str, str], ...]:
+    """(op, backend) pairs a model config asks for, without importing anything."""
+    return tuple((op, getattr(cfg, op) or cfg.backend) for op in OPS)
+
+
 def resolve_ops(cfg: ModelConfig | None = None, backend: str = "reference", **per_op: str | None) -> Ops:
     """Ops for a model config (backend plus per-op overrides), or for an explicit backend/overrides."""
     if cfg is not None:

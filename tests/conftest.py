@@ -1,7 +1,11 @@
 """Shared test set-up. Triton's interpreter must be switched on before anything imports triton."""
 import os
 
-import torch
+# Tests measure no speed; one thread each keeps them fast on a shared 2-core machine (OpenMP
+# spin-waits collapse when oversubscribed). Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

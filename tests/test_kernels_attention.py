@@ -1,0 +1,309 @@
+"""Fused RoPE attention (fastgrok.kernels.rope_attention) against fastgrok.rope's reference.
+
+Forward and gradients (same upstream gradient), odd shapes, every input layout the model
+produces, poisoned outputs, launcher errors, torch.compile. On CPU the kernels run in Triton's
+interpreter (conftest sets TRITON_INTERPRET=1); the `gpu` tests repeat the checks in bf16/fp16/
+fp32 on CUDA at the paper's shape.
+"""
+import importlib
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastgrok.kernels.embedding import embedding
+from fastgrok.kernels.rope_attention import (
+    fused_attention_qkv,
+    rope_attention,
+    rope_attn_backward,
+    rope_attn_forward,
+)
+from fastgrok.rope import apply_rope, rope_attention_reference
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# fp32: both sides are exact up to summation order. fp16: a few fp16 ulps at |x| ≈ 2 (both
+# sides round the rotated q, k and the output to fp16); the sharp fp16/bf16 check is the 2× rule.
+TOL = {
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=1e-2, rtol=1e-2),
+    torch.bfloat16: dict(atol=6e-2, rtol=6e-2),
+}
+FLOOR = {torch.float32: 1e-6, torch.float16: 1e-4, torch.bfloat16: 1e-3}  # absolute slack in the 2× rule
+
+
+def _heads(B: int, H: int, T: int, D: int, dtype: torch.dtype, layout: str = "qkv", device: str = DEVICE):
+    """Leaf q, k, v (B, H, T, D) in a layout the kernel must accept."""
+    if layout == "qkv":  # the model's: strided views of one fused projection (B, T, 3·H·D)
+        qkv = torch.randn(B, T, 3 * H * D, dtype=dtype, device=device)
+        qkv_ = qkv.view(B, T, 3, H, D).unbind(2)  # (B, T, H, D) each
+        heads = [t.transpose(1, 2) for t in qkv_]  # (B, H, T, D) each
+    elif layout == "contiguous":
+        heads = [torch.randn(B, H, T, D, dtype=dtype, device=device) for _ in range(3)]
+    elif layout == "padded":  # rows further apart than D, heads in the outer dim
+        heads = [torch.randn(H, B, T, D + 16, dtype=dtype, device=device)[..., :D].transpose(0, 1) for _ in range(3)]
+    else:
+        raise ValueError(layout)
+    return [t.detach().requires_grad_() for t in heads]
+
+
+def _reference(q, k, v, dout, dtype: torch.dtype | None = None):
+    """Reference output and (dq, dk, dv), optionally computed in another dtype (fp64 for the 2× rule)."""
+    leaves = [t.detach().to(dtype or t.dtype).requires_grad_() for t in (q, k, v)]
+    out = rope_attention_reference(*leaves)
+    return (out, *torch.autograd.grad(out, leaves, dout.to(out.dtype)))
+
+
+def _assert_matches(fused, ref, ref64, dtype: torch.dtype) -> None:
+    """Fused ≈ reference within TOL[dtype]; in 16-bit also err(fused, fp64) ≤ 2·err(reference, fp64) + floor."""
+    for name, f, r, r64 in zip(("out", "dq", "dk", "dv"), fused, ref, ref64):
+        assert torch.isfinite(f).all(), f"{name} has non-finite values"
+        torch.testing.assert_close(f, r, **TOL[dtype], msg=lambda m: f"{name}: {m}")
+        if dtype != torch.float32:
+            err_fused = (f.double() - r64).abs().max().item()
+            err_ref = (r.double() - r64).abs().max().item()
+            assert err_fused <= 2 * err_ref + FLOOR[dtype], f"{name}: fused err {err_fused:.3g}, reference {err_ref:.3g}"
+
+
+def _run_and_check(B: int, H: int, T: int, D: int, dtype: torch.dtype, layout: str = "qkv") -> None:
+    q, k, v = _heads(B, H, T, D, dtype, layout)
+    out = rope_attention(q, k, v)
+    dout = torch.randn_like(out)
+    fused = (out, *torch.autograd.grad(out, (q, k, v), dout))
+    _assert_matches(fused, _reference(q, k, v, dout), _reference(q, k, v, dout, torch.float64), dtype)
+
+
+# ───────────────────────────── CPU (interpreter) and GPU ─────────────────────────────
+
+SHAPES = [  # (B, H, T, D)
+    (2, 2, 1, 32),
+    (2, 3, 17, 64),
+    (2, 2, 95, 32),
+    (2, 2, 95, 64),
+    (1, 2, 95, 128),
+    (1, 2, 200, 32),  # several key blocks: separate dq kernel and delta pre-pass
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}H{}T{}D{}".format(*s))
+def test_matches_reference_fp32(shape):
+    _run_and_check(*shape, torch.float32)
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 1, 32), (2, 3, 17, 64), (2, 2, 95, 64), (1, 2, 200, 32)],
+                         ids=lambda s: "B{}H{}T{}D{}".format(*s))
+def test_matches_reference_fp16(shape):
+    _run_and_check(*shape, torch.float16)
+
+
+def test_matches_reference_long_sequence():
+    _run_and_check(1, 1, 1024, 32, torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "padded"])
+def test_input_layouts(layout):
+    _run_and_check(2, 2, 33, 32, torch.float32, layout)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 17, 32), (1, 2, 95, 64), (1, 2, 95, 128), (1, 1, 200, 64)],
+                         ids=lambda s: "B{}H{}T{}D{}".format(*s))
+def test_gpu_block_sizes(shape, monkeypatch):
+    """The GPU's tiling (BLOCK_M ≠ BLOCK_N, a 128-key tile, the dq kernel) also checked on CPU."""
+    import fastgrok.kernels.rope_attention as module
+
+    config = module._block_config
+    monkeypatch.setattr(module, "_block_config", lambda T, D, interpret: config(T, D, interpret=False))
+    _run_and_check(*shape, torch.float32)
+
+
+def test_output_layout_is_btHD():
+    q, k, v = _heads(2, 3, 17, 32, torch.float32)
+    out = rope_attention(q, k, v)
+    assert out.shape == (2, 3, 17, 32)
+    assert out.transpose(1, 2).is_contiguous()  # so .transpose(1, 2).reshape(B, T, H·D) is free
+
+
+@pytest.mark.parametrize("T", [17, 95, 200])
+def test_launchers_write_every_element(T):
+    """Outputs poisoned with NaN before the kernels run: any element left unwritten fails."""
+    B, H, D = 2, 2, 32
+    q, k, v = _heads(B, H, T, D, torch.float32)
+    nan = float("nan")
+    out = torch.full((B, T, H, D), nan, device=DEVICE).transpose(1, 2)  # (B, H, T, D)
+    lse = torch.full((B, H, T), nan, device=DEVICE)
+    with torch.no_grad():
+        rope_attn_forward(q, k, v, out=out, lse=lse)
+    dout = torch.randn_like(out)
+    ref = _reference(q, k, v, dout)
+    torch.testing.assert_close(out, ref[0], **TOL[torch.float32])
+
+    scores = apply_rope(q) @ apply_rope(k).transpose(-1, -2) / math.sqrt(D)  # (B, H, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=DEVICE).tril()
+    lse_ref = torch.logsumexp(scores.masked_fill(~causal, float("-inf")), dim=-1)  # (B, H, T)
+    torch.testing.assert_close(lse, lse_ref.detach(), **TOL[torch.float32])
+
+    dqkv = torch.full((B, T, 3, H, D), nan, device=DEVICE)  # like the qkv custom op: slices of one buffer
+    dq, dk, dv = (g.transpose(1, 2) for g in dqkv.unbind(2))  # (B, H, T, D) views
+    rope_attn_backward(dout, q.detach(), k.detach(), v.detach(), out, lse, dq=dq, dk=dk, dv=dv)
+    assert torch.isfinite(dqkv).all()
+    for got, want in zip((dq, dk, dv), ref[1:]):
+        torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
+def _reference_qkv(qkv: torch.Tensor, n_head: int, theta: float = 10000.0) -> torch.Tensor:
+    B, T, C3 = qkv.shape
+    q, k, v = (t.transpose(1, 2) for t in qkv.view(B, T, 3, n_head, C3 // (3 * n_head)).unbind(2))  # (B, H, T, D)
+    return rope_attention_reference(q, k, v, theta).transpose(1, 2).reshape(B, T, C3 // 3)  # (B, T, C)
+
+
+@pytest.mark.parametrize("B,T,H,D,theta", [(2, 17, 2, 32, 10000.0), (2, 95, 4, 32, 500.0), (1, 150, 2, 64, 10000.0)])
+def test_fused_attention_qkv(B, T, H, D, theta):
+    qkv = torch.randn(B, T, 3 * H * D, device=DEVICE, requires_grad=True)
+    out = fused_attention_qkv(qkv, H, theta)
+    dout = torch.randn_like(out)
+    (dqkv,) = torch.autograd.grad(out, qkv, dout)
+    ref = _reference_qkv(qkv, H, theta)
+    (dqkv_ref,) = torch.autograd.grad(ref, qkv, dout)
+    assert out.shape == (B, T, H * D) and dqkv.shape == qkv.shape
+    torch.testing.assert_close(out, ref, **TOL[torch.float32])
+    torch.testing.assert_close(dqkv, dqkv_ref, **TOL[torch.float32])
+
+
+def test_fused_attention_qkv_strided_input_and_expanded_grad():
+    """qkv a column slice of a wider tensor; out.sum() sends a stride-0 upstream gradient."""
+    B, T, H, D = 2, 33, 2, 32
+    wide = torch.randn(B, T, 3 * H * D + 8, device=DEVICE, requires_grad=True)
+    qkv = wide[..., 4:4 + 3 * H * D]  # (B, T, 3C), row stride 3C + 8
+    (g,) = torch.autograd.grad(fused_attention_qkv(qkv, H).sum(), wide)
+    (g_ref,) = torch.autograd.grad(_reference_qkv(qkv, H).sum(), wide)
+    torch.testing.assert_close(g, g_ref, **TOL[torch.float32])
+
+
+def _tiny_model(idx, wte, w_qkv, n_head: int):
+    x = embedding(idx, wte)  # (B, T, C)
+    y = fused_attention_qkv(x @ w_qkv, n_head, 10000.0)  # (B, T, C)
+    return F.cross_entropy((y @ wte.t()).flatten(0, 1), idx.flatten())
+
+
+def _compile_matches_eager(backend: str, B: int, T: int, V: int, C: int, H: int) -> None:
+    torch._dynamo.reset()
+    idx = torch.randint(0, V, (B, T), device=DEVICE)
+    wte = (0.5 * torch.randn(V, C, device=DEVICE)).requires_grad_()
+    w_qkv = (torch.randn(C, 3 * C, device=DEVICE) / math.sqrt(C)).requires_grad_()
+    loss = _tiny_model(idx, wte, w_qkv, H)
+    grads = torch.autograd.grad(loss, (wte, w_qkv))
+    compiled = torch.compile(_tiny_model, fullgraph=True, backend=backend)
+    loss_c = compiled(idx, wte, w_qkv, H)
+    grads_c = torch.autograd.grad(loss_c, (wte, w_qkv))
+    torch.testing.assert_close(loss_c, loss, **TOL[torch.float32])
+    for g_c, g in zip(grads_c, grads):
+        torch.testing.assert_close(g_c, g, **TOL[torch.float32])
+
+
+def test_compile_fullgraph_aot_eager():
+    _compile_matches_eager("aot_eager", B=2, T=17, V=29, C=64, H=2)
+
+
+def test_reimport_is_harmless():
+    import fastgrok.kernels.rope_attention as module
+
+    importlib.reload(module)  # re-registering the custom ops would raise
+    q, k, v = _heads(1, 1, 5, 32, torch.float32)
+    torch.testing.assert_close(module.rope_attention(q, k, v), rope_attention_reference(q, k, v), **TOL[torch.float32])
+
+
+# ───────────────────────────── launcher errors ─────────────────────────────
+
+
+def _qkv(shape=(1, 2, 8, 32), dtype=torch.float32, device=DEVICE):
+    return [torch.randn(shape, dtype=dtype, device=device) for _ in range(3)]
+
+
+def test_rejects_unsupported_dtype():
+    with pytest.raises(TypeError, match="float64"):
+        rope_attn_forward(*_qkv(dtype=torch.float64))
+    q, k, v = _qkv()
+    with pytest.raises(TypeError, match="dtype"):
+        rope_attn_forward(q, k.half(), v)
+
+
+@pytest.mark.parametrize("D", [16, 48, 256])
+def test_rejects_unsupported_head_dim(D):
+    with pytest.raises(ValueError, match=f"head_dim D={D}"):
+        rope_attn_forward(*_qkv((1, 2, 8, D)))
+
+
+def test_rejects_mismatched_shapes():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="shape"):
+        rope_attn_forward(q, k[:, :, :5], v)
+    with pytest.raises(ValueError, match=r"\(B, H, T, D\)"):
+        rope_attn_forward(q[0], k[0], v[0])
+
+
+def test_rejects_non_unit_last_stride():
+    q, k, v = _qkv((1, 2, 32, 32))
+    with pytest.raises(ValueError, match="stride"):
+        rope_attn_forward(q.transpose(-1, -2), k, v)
+
+
+def test_rejects_bad_theta_and_heads():
+    with pytest.raises(ValueError, match="theta"):
+        rope_attn_forward(*_qkv(), theta=-1.0)
+    with pytest.raises(ValueError, match="n_head"):
+        fused_attention_qkv(torch.randn(1, 8, 3 * 64, device=DEVICE), 5)
+
+
+def test_rejects_cpu_tensor_without_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        rope_attn_forward(*_qkv(device="cpu"))
+
+
+# ───────────────────────────── GPU ─────────────────────────────
+
+GPU_SHAPES = [(8, 4, 95, 128), (2, 4, 1, 128), (2, 4, 17, 64), (1, 4, 1024, 128), (2, 2, 1024, 32)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "B{}H{}T{}D{}".format(*s))
+def test_gpu_matches_reference(shape, dtype):
+    """Liger's rule in 16 bits; fp32 uses input_precision="ieee" (the launcher's fp32 default)."""
+    _run_and_check(*shape, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_gpu_fused_attention_qkv_paper_shape(dtype):
+    B, T, H, D = 8, 95, 4, 128
+    qkv = torch.randn(B, T, 3 * H * D, device="cuda", dtype=dtype, requires_grad=True)
+    out = fused_attention_qkv(qkv, H)
+    dout = torch.randn_like(out)
+    (dqkv,) = torch.autograd.grad(out, qkv, dout)
+    qkv64 = qkv.detach().double().requires_grad_()
+    ref64 = _reference_qkv(qkv64, H)
+    (dref64,) = torch.autograd.grad(ref64, qkv64, dout.double())
+    ref = _reference_qkv(qkv, H)
+    (dref,) = torch.autograd.grad(ref, qkv, dout)
+    for f, r, r64 in ((out, ref, ref64), (dqkv, dref, dref64)):
+        err_fused = (f.double() - r64).abs().max().item()
+        err_ref = (r.double() - r64).abs().max().item()
+        assert err_fused <= 2 * err_ref + FLOOR[dtype], (err_fused, err_ref)
+
+
+@pytest.mark.gpu
+def test_gpu_backward_is_deterministic():
+    q, k, v = _heads(4, 4, 1024, 64, torch.bfloat16)
+    out = rope_attention(q, k, v)
+    dout = torch.randn_like(out)
+    first = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    second = torch.autograd.grad(out, (q, k, v), dout)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+def test_gpu_compile_fullgraph_inductor():
+    _compile_matches_eager("inductor", B=4, T=95, V=47, C=256, H=4)

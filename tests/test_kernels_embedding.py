@@ -1,0 +1,196 @@
+"""Triton embedding (fastgrok.kernels.embedding) against torch.nn.functional.embedding.
+
+Forward is a copy (exact in every dtype); the backward sums in fp32 in a fixed order, so it is
+compared with an fp64 reference. On CPU the kernels run in Triton's interpreter (conftest);
+`gpu` tests repeat the checks on CUDA in bf16/fp16/fp32 at the paper's batch.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastgrok.kernels.embedding import embedding, embedding_backward, embedding_forward
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ROOT = Path(__file__).resolve().parents[1]
+
+# fp32: the same sums in another order. 16-bit: one rounding of an fp32 sum of ≈ N/V terms;
+# the sharp check is err(fused, fp64) ≤ 2·err(torch in that dtype, fp64) + floor.
+TOL = {
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=5e-2, rtol=1e-2),
+    torch.bfloat16: dict(atol=5e-1, rtol=5e-2),
+}
+FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+DTYPES_CPU = [torch.float32, torch.float16]  # bf16 arithmetic is wrong in the interpreter
+
+
+def _data(B: int, T: int, V: int, C: int, dtype: torch.dtype, device: str = DEVICE):
+    idx = torch.randint(0, V, (B, T), device=device)
+    weight = torch.randn(V, C, dtype=dtype, device=device, requires_grad=True)
+    return idx, weight
+
+
+def _check_grad(dweight, idx, weight, dout) -> None:
+    dtype = weight.dtype
+    (ref,) = torch.autograd.grad(F.embedding(idx, weight), weight, dout)
+    w64 = weight.detach().double().requires_grad_()
+    (ref64,) = torch.autograd.grad(F.embedding(idx, w64), w64, dout.double())
+    assert dweight.dtype == dtype and dweight.shape == weight.shape
+    assert torch.isfinite(dweight).all()
+    torch.testing.assert_close(dweight.double(), ref64, **TOL[dtype])
+    if dtype != torch.float32:
+        err_fused = (dweight.double() - ref64).abs().max().item()
+        err_ref = (ref.double() - ref64).abs().max().item()
+        assert err_fused <= 2 * err_ref + FLOOR[dtype], (err_fused, err_ref)
+
+
+SHAPES = [(8, 95, 47, 128), (2, 17, 29, 64), (1, 1, 29, 32), (3, 7, 3, 100)]  # (B, T, V, C)
+
+
+@pytest.mark.parametrize("dtype", DTYPES_CPU + [torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}T{}V{}C{}".format(*s))
+def test_forward_is_exact(shape, dtype):
+    idx, weight = _data(*shape, dtype)
+    assert torch.equal(embedding(idx, weight), F.embedding(idx, weight))
+
+
+@pytest.mark.parametrize("dtype", DTYPES_CPU, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}T{}V{}C{}".format(*s))
+def test_backward_matches_reference(shape, dtype):
+    idx, weight = _data(*shape, dtype)
+    out = embedding(idx, weight)
+    dout = torch.randn_like(out)
+    (dweight,) = torch.autograd.grad(out, weight, dout)
+    _check_grad(dweight, idx, weight, dout)
+
+
+def test_int32_ids_and_3d_idx():
+    idx = torch.randint(0, 29, (2, 3, 5), device=DEVICE, dtype=torch.int32)
+    weight = torch.randn(29, 32, device=DEVICE, requires_grad=True)
+    out = embedding(idx, weight)
+    assert torch.equal(out, F.embedding(idx.long(), weight))
+    dout = torch.randn_like(out)
+    (dweight,) = torch.autograd.grad(out, weight, dout)
+    _check_grad(dweight, idx.long(), weight, dout)
+
+
+@pytest.mark.parametrize("n_splits", [1, 3])
+def test_launchers_write_every_element(n_splits):
+    """Outputs poisoned with NaN first; rows no token uses must come back as zeros."""
+    B, T, V, C = 4, 33, 47, 64
+    idx = torch.randint(0, 10, (B, T), device=DEVICE)  # rows 10 … 46 unused
+    weight = torch.randn(V, C, device=DEVICE)
+    out = torch.full((B, T, C), float("nan"), device=DEVICE)
+    embedding_forward(idx, weight, out=out)
+    assert torch.equal(out, F.embedding(idx, weight))
+    dout = torch.randn(B, T, C, device=DEVICE)
+    dweight = torch.full((V, C), float("nan"), device=DEVICE)
+    embedding_backward(dout, idx, V, out=dweight, n_splits=n_splits)
+    assert torch.equal(dweight[10:], torch.zeros_like(dweight[10:]))
+    _check_grad(dweight, idx, weight.requires_grad_(), dout)
+
+
+@pytest.mark.parametrize("V", [47, 100])
+def test_gpu_block_sizes(V, monkeypatch):
+    """The GPU's blocks (64-token, 64-channel tiles, several vocab blocks and splits) also checked on CPU."""
+    import fastgrok.kernels.embedding as module
+
+    fwd_blocks, bwd_blocks = module._fwd_blocks, module._bwd_blocks
+    monkeypatch.setattr(module, "_fwd_blocks", lambda N, C, interpret: fwd_blocks(N, C, False))
+    monkeypatch.setattr(module, "_bwd_blocks", lambda N, V, C, n, interp, dev: bwd_blocks(N, V, C, n or 3, False, dev))
+    idx, weight = _data(4, 95, V, 100, torch.float32)
+    out = embedding(idx, weight)
+    assert torch.equal(out, F.embedding(idx, weight))
+    dout = torch.randn_like(out)
+    (dweight,) = torch.autograd.grad(out, weight, dout)
+    _check_grad(dweight, idx, weight, dout)
+
+
+def test_backward_is_deterministic():
+    idx, weight = _data(4, 95, 47, 64, torch.float32)
+    dout = torch.randn(4, 95, 64, device=DEVICE)
+    first = embedding_backward(dout, idx, 47, n_splits=3)
+    assert torch.equal(first, embedding_backward(dout, idx, 47, n_splits=3))
+
+
+def test_out_of_range_ids():
+    idx, weight = _data(2, 5, 29, 32, torch.float32)
+    for bad in (29, -1):
+        idx_bad = idx.clone()
+        idx_bad[1, 3] = bad
+        with pytest.raises(ValueError, match="valid ids are 0 … 28"):
+            embedding(idx_bad, weight)
+    out = embedding_forward(idx_bad, weight.detach(), check_bounds=False)  # unchecked: a NaN row, no crash
+    assert out[1, 3].isnan().all() and torch.isfinite(out[0]).all()
+
+
+def test_rejects_bad_inputs(monkeypatch):
+    idx, weight = _data(2, 5, 29, 32, torch.float32)
+    with pytest.raises(TypeError, match="idx has dtype"):
+        embedding(idx.float(), weight)
+    with pytest.raises(TypeError, match="weight has dtype"):
+        embedding(idx, weight.detach().double())
+    with pytest.raises(ValueError, match=r"\(V, C\)"):
+        embedding(idx, weight.detach()[0])
+    with pytest.raises(ValueError, match="idx's shape"):
+        embedding_backward(torch.randn(2, 4, 32, device=DEVICE), idx, 29)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        embedding_forward(idx.cpu(), weight.detach().cpu())
+
+
+def test_compile_fullgraph_aot_eager():
+    torch._dynamo.reset()
+    idx, weight = _data(2, 17, 29, 64, torch.float32)
+
+    def f(i, w):
+        return embedding(i, w).square().sum()
+
+    (grad,) = torch.autograd.grad(f(idx, weight), weight)
+    loss_c = torch.compile(f, fullgraph=True, backend="aot_eager")(idx, weight)
+    (grad_c,) = torch.autograd.grad(loss_c, weight)
+    torch.testing.assert_close(grad_c, grad, **TOL[torch.float32])
+
+
+def test_opcheck():
+    """The custom ops' fake (meta) functions and autograd registration agree with their kernels."""
+    idx, weight = _data(2, 5, 29, 32, torch.float32)
+    torch.library.opcheck(torch.ops.fastgrok.embedding_fwd.default, (idx, weight, True))
+    torch.library.opcheck(torch.ops.fastgrok.embedding_bwd.default, (torch.randn(2, 5, 32, device=DEVICE), idx, 29))
+
+
+def test_package_import_does_not_import_triton():
+    code = (
+        "import sys, fastgrok.kernels as k; assert 'triton' not in sys.modules, 'eager triton import'; "
+        "k.fused_attention_qkv; assert 'triton' in sys.modules"
+    )
+    env = {"PATH": "", "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+
+
+# ───────────────────────────── GPU ─────────────────────────────
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", [(1024, 95, 47, 512), (64, 95, 29, 128), (1, 1, 29, 512)],
+                         ids=lambda s: "B{}T{}V{}C{}".format(*s))
+def test_gpu_matches_reference(shape, dtype):
+    idx, weight = _data(*shape, dtype)
+    out = embedding(idx, weight)
+    assert torch.equal(out, F.embedding(idx, weight))
+    dout = torch.randn_like(out)
+    (dweight,) = torch.autograd.grad(out, weight, dout)
+    _check_grad(dweight, idx, weight, dout)
+
+
+@pytest.mark.gpu
+def test_gpu_backward_is_deterministic():
+    idx, weight = _data(1024, 95, 47, 512, torch.float32)
+    dout = torch.randn(1024, 95, 512, device="cuda")
+    first = embedding_backward(dout, idx, 47)
+    assert torch.equal(first, embedding_backward(dout, idx, 47))
