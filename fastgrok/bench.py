@@ -1,16 +1,23 @@
-"""Benchmark helpers: timing (GPU events or wall clock), long-format result rows, start-up cost.
+"""Benchmark core: timing, long-format result rows, the CSV they are appended to, the printed table.
 
-Rows (STYLE "Benchmarks"): benchmark, provider, mode, x_name, x, p50, p20, p80, unit, device,
-torch, triton, git_sha, timestamp — appended to bench_results/<benchmark>.csv, never overwritten.
+Timing (STYLE "Benchmarks"): `triton.testing.do_bench` (median, 20th and 80th percentile) for
+kernels on CUDA; calibrated wall-clock windows with warm-up and a device sync at each window's
+end everywhere else. A row is one figure: benchmark, provider, mode, x_name, x, p50, p20, p80,
+unit, device, torch, triton, git_sha, timestamp — appended to `<out_dir>/<suite>.csv`, never
+overwritten. The suites (bench_kernels, bench_train, bench_tasks) sit on top of this module;
+nothing below them imports it.
 """
 from __future__ import annotations
 
 import csv
+import functools
+import math
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -21,11 +28,15 @@ from .tasks import make_tasks
 
 FIELDS = ("benchmark", "provider", "mode", "x_name", "x", "p50", "p20", "p80", "unit", "device", "torch", "triton",
           "git_sha", "timestamp")
+TIME_UNITS = ("ms", "s")  # lower is better; every other unit of a row is a rate or a size
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+_sync = sync  # the name earlier callers used
 
 
 def quantiles(samples: list[float]) -> tuple[float, float, float]:
@@ -36,6 +47,27 @@ def quantiles(samples: list[float]) -> tuple[float, float, float]:
     return statistics.median(samples), q[1], q[7]
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call: median and 20th/80th percentiles."""
+
+    p50: float
+    p20: float
+    p80: float
+
+    @classmethod
+    def of(cls, samples: list[float]) -> "Timing":
+        return cls(*quantiles(list(samples)))
+
+    def scaled(self, k: float) -> "Timing":
+        """The same quantiles in another unit (k = 1e3 for ms)."""
+        return Timing(self.p50 * k, self.p20 * k, self.p80 * k)
+
+    def rate(self, work: float) -> "Timing":
+        """work per second; a rate's 20th percentile comes from the time's 80th."""
+        return Timing(work / self.p50, work / self.p80, work / self.p20)
+
+
 def time_windows(fn: Callable[[int], Any], device: torch.device, *, warmup: int, windows: int, per_window: int,
                  start: int = 0) -> list[float]:
     """Seconds per call of fn(i), measured over `windows` windows of `per_window` calls after `warmup` calls."""
@@ -43,41 +75,78 @@ def time_windows(fn: Callable[[int], Any], device: torch.device, *, warmup: int,
     for _ in range(warmup):
         fn(i)
         i += 1
-    _sync(device)
+    sync(device)
     out = []
     for _ in range(windows):
         t0 = time.perf_counter()
         for _ in range(per_window):
             fn(i)
             i += 1
-        _sync(device)
+        sync(device)
         out.append((time.perf_counter() - t0) / per_window)
     return out
 
 
-def time_startup(cfg: Config, device: torch.device | str = "cpu", repeats: int = 3) -> list[float]:
-    """Seconds from a config to tasks, split, the five batch sources and one batch of each (median-able)."""
+def measure(fn: Callable[[], Any], device: torch.device, *, quick: bool = False) -> Timing:
+    """Seconds per call of fn(): do_bench on CUDA; on other devices 7 wall-clock windows of ≥ 100 ms
+    (5 for calls over 0.25 s; quick: 3 of ≥ 10 ms), after a warm-up call and a calibrating one."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+        ms = do_bench(fn, warmup=10 if quick else 25, rep=30 if quick else 100, quantiles=[0.5, 0.2, 0.8])
+        return Timing(*(v * 1e-3 for v in ms))
+    fn()  # warm-up: first-call allocations, lazy initialisation
+    t0 = time.perf_counter()
+    fn()
+    once = time.perf_counter() - t0
+    target = 0.01 if quick else 0.1
+    per_window = max(1, min(10_000, math.ceil(target / max(once, 1e-7))))
+    windows = 3 if quick else (7 if once < 0.25 else 5)
+    return Timing.of(time_windows(lambda _: fn(), device, warmup=0, windows=windows, per_window=per_window))
+
+
+def time_startup(cfg: Config, device: torch.device | str = "cpu", repeats: int = 3,
+                 batch_size: int | None = None) -> list[float]:
+    """Seconds from a config to tasks, split, the five batch sources and one batch of each.
+
+    batch_size (default: the config's) sets the batch of those first batches, so start-up at task
+    counts above the training batch can be compared at one batch size."""
     device = torch.device(device)
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         tasks = make_tasks(cfg.task)
-        srcs = [split_source(cfg, tasks, "train", device, training=True)]
-        srcs += [split_source(cfg, tasks, s, device) for s in SPLITS]
+        srcs = [split_source(cfg, tasks, "train", device, training=True, batch_size=batch_size)]
+        srcs += [split_source(cfg, tasks, s, device, batch_size=batch_size) for s in SPLITS]
         for src in srcs:
             generate_batch(src, 0)
-        _sync(device)
+        sync(device)
         out.append(time.perf_counter() - t0)
     return out
 
 
-def row(benchmark: str, provider: str, mode: str, x_name: str, x: Any, samples: list[float], unit: str,
+@functools.lru_cache(maxsize=None)
+def _short_sha() -> str:
+    """The commit, short, with "-dirty" when the tree has uncommitted changes (cached per process)."""
+    return git_sha()
+
+
+def env(device: torch.device) -> tuple[str, str, str, str]:
+    """(device name, torch, triton, git sha) as the rows record them (CPU names carry the thread count)."""
+    return device_name(device), torch.__version__, _triton_version(), _short_sha()
+
+
+_triton_version = functools.lru_cache(maxsize=None)(triton_version)
+
+
+def row(benchmark: str, provider: str, mode: str, x_name: str, x: Any, value: Timing | list[float], unit: str,
         device: torch.device, scale: float = 1.0) -> dict[str, Any]:
-    p50, p20, p80 = quantiles([s * scale for s in samples])
+    """One long-format row; value is a Timing (already in `unit` after `scale`) or raw samples."""
+    t = (value if isinstance(value, Timing) else Timing.of(value)).scaled(scale)
+    dev, torch_v, triton_v, sha = env(torch.device(device))
     return {"benchmark": benchmark, "provider": provider, "mode": mode, "x_name": x_name, "x": x,
-            "p50": f"{p50:.6g}", "p20": f"{p20:.6g}", "p80": f"{p80:.6g}", "unit": unit,
-            "device": device_name(device), "torch": torch.__version__, "triton": triton_version(),
-            "git_sha": git_sha(), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "p50": f"{t.p50:.6g}", "p20": f"{t.p20:.6g}", "p80": f"{t.p80:.6g}", "unit": unit,
+            "device": dev, "torch": torch_v, "triton": triton_v, "git_sha": sha,
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def append_rows(path: str | Path, rows: list[dict[str, Any]]) -> Path:
@@ -92,6 +161,64 @@ def append_rows(path: str | Path, rows: list[dict[str, Any]]) -> Path:
         for r in rows:
             w.writerow({k: r[k] for k in FIELDS})
     return path
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class Recorder:
+    """Collects a suite's rows and appends each batch to its CSV as it comes (a crash keeps what was
+    measured); `path=None` only collects. Skips and failures are kept as notes for the summary."""
+
+    def __init__(self, path: str | Path | None, log: Callable[[str], None] | None = print) -> None:
+        self.path = Path(path) if path is not None else None
+        self.rows: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self._log = log
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        self.rows += rows
+        if self.path is not None and rows:
+            append_rows(self.path, rows)
+        for r in rows:
+            if r["unit"] in TIME_UNITS:
+                self.log(f"  {r['benchmark']:14s} {r['provider']:22s} {r['mode']:9s} {r['x_name']}={r['x']}: "
+                         f"{float(r['p50']):.4g} {r['unit']}")
+
+    def note(self, msg: str) -> None:
+        self.notes.append(msg)
+        self.log(f"  note: {msg}")
+
+    def log(self, msg: str) -> None:
+        if self._log is not None:
+            self._log(msg)
+
+
+def print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    """The rows of a run as a table (rich; plain text where rich is missing)."""
+    cols = ("benchmark", "provider", "mode", "x", "p50", "p20–p80", "unit")
+    cells = [(r["benchmark"], r["provider"], r["mode"], f"{r['x_name']}={r['x']}", r["p50"],
+              f"{r['p20']}–{r['p80']}", r["unit"]) for r in rows]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # the GPU image may lack rich
+        print(title)
+        for c in [cols, *cells]:
+            print(" | ".join(c))
+        return
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c, justify="right" if c.startswith("p") and c != "provider" else "left", no_wrap=True)
+    for c in cells:
+        table.add_row(*c)
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # piped: keep rows whole rather than fold them
+    console.print(table)
 
 
 def resolve(device: str = "auto") -> torch.device:

@@ -45,8 +45,8 @@ def triton_version() -> str:
 def git_sha(short: bool = True) -> str:
     here = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short" if short else "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5)
+        args = ["git", "rev-parse", "--short", "HEAD"] if short else ["git", "rev-parse", "HEAD"]
+        out = subprocess.run(args, cwd=here, capture_output=True, text=True, timeout=5)
         sha = out.stdout.strip() if out.returncode == 0 else "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
                                capture_output=True, text=True, timeout=5).stdout.strip()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# GPU check: the GPU-only tests, then the kernel and training-step benchmarks at the paper's sizes.
+#
+#   benchmarks/gpu_check.sh [OUT_DIR]      # rows appended to OUT_DIR/{kernels,train}.csv (default bench_results)
+#
+# Runs the tree as it is (PYTHONPATH=., no install, no package registry; the GPU image has torch 2.11 and
+# Triton 3.6). Each stage has a time limit so the whole check ends within 8 minutes on an H100; rows are
+# appended as they are measured, so a stage cut short keeps what it measured (eager rows come first).
+# Exit status: 0 when every stage passed, else the number of stages that failed or timed out.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+unset TRITON_INTERPRET
+OUT_DIR="${1:-bench_results}"
+failed=0
+
+stage() {  # stage NAME SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    echo "=== ${name} (limit ${limit}s): $*"
+    local t0=$SECONDS
+    timeout --signal=INT --kill-after=15 "${limit}" "$@"
+    local rc=$?
+    echo "=== ${name}: exit ${rc} after $((SECONDS - t0))s"
+    if [ "${rc}" -ne 0 ]; then failed=$((failed + 1)); fi
+}
+
+python -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|', \
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA')"
+stage "gpu tests" 140 python -m pytest -m gpu -q -p no:cacheprovider
+stage "kernel benchmarks" 140 python -m fastgrok bench kernels --device cuda --out-dir "${OUT_DIR}"
+stage "train benchmarks" 170 python -m fastgrok bench train --device cuda --out-dir "${OUT_DIR}"
+python -m fastgrok bench render --out-dir "${OUT_DIR}" || failed=$((failed + 1))
+echo "=== gpu_check: ${failed} stage(s) failed, ${SECONDS}s in all"
+exit "${failed}"

@@ -1,0 +1,108 @@
+"""Training-step benchmark: steps/s, tokens/s, TFLOP/s, MFU and peak memory of `train_step` per
+backend, eager and compiled, beside the host-pipeline baseline; rows go to train.csv.
+
+Configs: A on CPU (p = 29, n_id 64, depth 2, n_embd 128, 4 heads, batch 64), the paper's sizes on
+CUDA (n_id 512, n_embd 512, batch 1024, depth 2 / 4 / 6). Providers: "reference", "fused" (CUDA
+only), each also "-compiled", and "host-pipeline" (the reference model fed by fastgrok.hostpipe:
+batches materialised on the host, a DataLoader, a copy and a sync every step). A step is timed
+the way the trainer runs it: windows of consecutive steps with one device sync per window (the
+host pipeline syncs every step by construction). FLOPs per step: fastgrok.train.train_flops_per_step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .bench import Recorder, Timing, row, time_windows
+from .config import Config
+from .envinfo import peak_flops
+from .hostpipe import HostPipeline, attach, host_train_step
+from .train import build, train_flops_per_step, train_step
+
+CONFIG_A = dict(p=29, n_pl=16, depth=2, n_embd=128, n_head=4, batch_size=64, n_shots=32)
+GPU_CONFIGS = {"paper-d2": "paper", "paper-d4": "paper-d4", "paper-d6": "paper-d6"}
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    backend: str      # "reference" | "fused"
+    compiled: bool
+    host: bool        # batches from the host pipeline
+
+
+PROVIDERS = (Provider("reference", "reference", False, False), Provider("reference-compiled", "reference", True, False),
+             Provider("fused", "fused", False, False), Provider("fused-compiled", "fused", True, False),
+             Provider("host-pipeline", "reference", False, True),
+             Provider("host-pipeline-compiled", "reference", True, True))
+
+
+def configs(device: torch.device, quick: bool) -> dict[str, Config]:
+    """Config A on CPU; the paper's depth 2 / 4 / 6 on CUDA (depth 2 only with quick). The first is the main one."""
+    if device.type != "cuda":
+        return {"A": Config.preset("paper", **CONFIG_A, device=str(device))}
+    names = ["paper-d2"] if quick else list(GPU_CONFIGS)
+    return {n: Config.preset(GPU_CONFIGS[n], device=str(device)) for n in names}
+
+
+def schedule(device: torch.device, quick: bool, compiled: bool) -> tuple[int, int, int]:
+    """(warm-up steps, windows, steps per window); compiled runs warm up longer (compilation, autotuning)."""
+    if quick:
+        return (3 if compiled else 1), 2, 1
+    if device.type == "cuda":
+        return (10 if compiled else 5), 5, 10
+    return (6 if compiled else 3), 5, 6
+
+
+def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, quick: bool) -> list[dict]:
+    """Rows of one (config, provider): ms, steps/s, tokens/s, TFLOP/s, MFU % (known GPU peak), peak MiB (CUDA)."""
+    cfg = cfg.override(backend=prov.backend, compile="on" if prov.compiled else "off")
+    sess = build(cfg)
+    if prov.host:
+        sess = attach(sess, HostPipeline(cfg, sess.tasks, device))
+        step = lambda i: host_train_step(sess, i)  # noqa: E731
+    else:
+        step = lambda i: train_step(sess, i)  # noqa: E731
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    warmup, windows, per_window = schedule(device, quick, prov.compiled)
+    t = Timing.of(time_windows(step, device, warmup=warmup, windows=windows, per_window=per_window))
+    tokens = cfg.train.batch_size * (cfg.task.seq_len - 1)
+    flops = train_flops_per_step(cfg)
+    r = lambda value, unit, scale=1.0: row("train_step", prov.name, "step", "config", name, value, unit,  # noqa: E731
+                                           device, scale)
+    out = [r(t, "ms", 1e3), r(t.rate(1.0), "steps/s"), r(t.rate(tokens), "tokens/s"), r(t.rate(flops / 1e12), "TFLOP/s")]
+    peak = peak_flops(device)
+    if peak:
+        out.append(r(t.rate(100 * flops / peak), "MFU %"))
+    if device.type == "cuda":
+        mib = torch.cuda.max_memory_allocated(device) / 2**20
+        out.append(r(Timing(mib, mib, mib), "peak MiB"))
+    return out
+
+
+def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: str = "main",
+        providers: tuple[str, ...] | None = None) -> None:
+    """Every config × provider; compile: "all" configs, "main" (the first config) or "off"."""
+    chosen = [p for p in PROVIDERS if providers is None or p.name in providers]
+    if device.type != "cuda" and any(p.backend == "fused" for p in chosen):
+        rec.note("train: skipped fused providers: the fused kernels are benchmarked on CUDA only")
+        chosen = [p for p in chosen if p.backend != "fused"]
+    cfgs = configs(device, quick)
+    for name, cfg in cfgs.items():
+        rec.log(f"train_step {name}: {train_flops_per_step(cfg) / 1e9:.1f} GFLOP/step")
+    # eager everywhere first, compiled last: a run cut short (gpu_check's time limit) keeps the core rows
+    plan = [(name, cfg, p) for p in chosen if not p.compiled for name, cfg in cfgs.items()]
+    if compile != "off":
+        plan += [(name, cfg, p) for p in chosen if p.compiled
+                 for i, (name, cfg) in enumerate(cfgs.items()) if compile == "all" or i == 0]
+    for name, cfg, prov in plan:
+        try:
+            rec.add(bench_step(cfg, name, prov, device, quick))
+        except Exception as e:  # a failing backend must not end the run
+            rec.note(f"train: {name} {prov.name} failed: {type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}")
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
