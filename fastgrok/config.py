@@ -207,9 +207,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(n_pl=128, alpha=0.6, depth=2),
     "paper-d4": dict(n_pl=128, alpha=0.6, depth=4),
     "paper-d6": dict(n_pl=128, alpha=0.6, depth=6),
-    # Finishes in a few minutes on 2 CPU cores with clearly rising train accuracy.
-    "quick": dict(p=7, n_pl=4, alpha=0.8, depth=2, n_embd=64, n_head=4, batch_size=64, steps=1500,
-                  warmup=100, lr=3e-3, weight_decay=1.0, eval_every=250, eval_batches=1, max_ood=64),
+    # ≈ 2.6 min on 2 CPU cores (50 ms/step): train accuracy 0.35 → 0.95 all-shot, 1.00 last-shot
+    # (chance 1/7); i.d. test and o.o.d. stay near chance at this scale, as expected.
+    "quick": dict(p=7, n_pl=4, alpha=0.8, depth=2, n_embd=64, n_head=4, batch_size=64, steps=3000,
+                  warmup=200, lr=3e-3, weight_decay=1.0, eval_every=500, eval_batches=1, max_ood=64),
     # For tests: seconds on a CPU.
     "tiny": dict(p=5, n_pl=2, alpha=0.6, n_shots=6, depth=1, n_embd=32, n_head=2, batch_size=16,
                  steps=20, warmup=5, lr=1e-3, eval_every=10, eval_batches=1, max_ood=8),
