@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -325,6 +327,16 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
         all_losses.extend(vals)
         interval_losses.extend(vals)
 
+    # Ctrl-C finishes the current step, then saves and stops (a second Ctrl-C stops at once).
+    asked = {"stop": False}
+
+    def on_sigint(signum, frame):
+        if asked["stop"]:
+            raise KeyboardInterrupt
+        asked["stop"] = True
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         while step < end:
             loss = train_step(sess, step)
@@ -353,6 +365,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                 msg = (f"step {step} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
                        f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f} | {info.split(' | ', 1)[1]}")
                 rep.line(msg)
+            if asked["stop"]:
+                raise KeyboardInterrupt
         if step == end and step % cfg.train.eval_every and step != cfg.train.steps:
             save_last(step)  # stop_at between evaluations: keep the exact state for --resume
     except KeyboardInterrupt:
@@ -363,6 +377,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                                 f"resume with `fastgrok train --resume {run_dir}`") from None
     finally:
         rep.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
 
     elapsed = time.perf_counter() - loop_t0
     summary = _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir)

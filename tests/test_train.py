@@ -97,6 +97,27 @@ def test_interrupt_saves_and_resumes_exactly(tmp_path, monkeypatch):
     assert rest.losses == full.losses[11:]
 
 
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch):
+    import os
+    import signal
+    full = train(_tiny(tmp_path, run_name="full", steps=16, eval_every=8), quiet=True)
+    real, calls = train_mod.z_loss, {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 12:  # Ctrl-C arrives during step 12 (1-based)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "z_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 12"):
+        train(_tiny(tmp_path, run_name="cut", steps=16, eval_every=8), quiet=True)
+    monkeypatch.setattr(train_mod, "z_loss", real)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    rest = train(resume=tmp_path / "cut", quiet=True)
+    assert rest.losses == full.losses[12:]
+
+
 def test_nan_loss_stops_and_names_step(tmp_path, monkeypatch):
     real, calls = train_mod.z_loss, {"n": 0}
 
