@@ -109,7 +109,7 @@ class GPT(nn.Module):
         for name, m in self.named_modules():
             if isinstance(m, (nn.Linear, nn.Embedding)) and m is not self.lm_head:
                 nn.init.normal_(m.weight, mean=0.0, std=0.02)
-                if name.endswith(("mlp.c_proj", "mlp.w2")):
+                if name.endswith(("mlp.c_proj", "mlp.w2")):  # SPEC; the paper's code leaves its SwiGLU w2 unscaled
                     m.weight.div_(math.sqrt(2 * self.cfg.depth))
             elif isinstance(m, nn.LayerNorm):
                 m.reset_parameters()
