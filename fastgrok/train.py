@@ -273,9 +273,17 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
     start, best = 0, {"step": None, "ood_test_acc": -1.0}
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
         start, best = int(ckpt["step"]), ckpt.get("best", best)
+        if stop_at is not None and stop_at <= start:
+            raise ValueError(f"stop_at={stop_at} is not after the checkpoint's step {start}")
+        if start >= cfg.train.steps:
+            raise ValueError(f"the run in {run_dir} already finished ({start}/{cfg.train.steps} steps)")
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{run_dir / 'last.pt'} does not fit the saved config: "
+                                  f"{str(e).splitlines()[0][:200]}") from None
     else:
         run_dir = _new_run_dir(cfg)
         atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run_dir / "config.json")

@@ -144,6 +144,12 @@ def test_resume_errors(tmp_path):
         train(resume=res.run_dir)
     with pytest.raises(ValueError, match="already holds a run"):
         train(_tiny(tmp_path, run_name="r"), quiet=True)
+    done = train(_tiny(tmp_path, run_name="done", steps=10), quiet=True)
+    with pytest.raises(ValueError, match="already finished"):
+        train(resume=done.run_dir)
+    half = train(_tiny(tmp_path, run_name="half"), stop_at=12, quiet=True)
+    with pytest.raises(ValueError, match="not after"):
+        train(resume=half.run_dir, stop_at=12)
 
 
 @pytest.mark.slow
