@@ -14,8 +14,8 @@ import sys
 
 import torch
 
-from fastgrok import bench_kernels
-from fastgrok.bench import Timing
+from fastgrok.bench import kernels as bench_kernels
+from fastgrok.bench.core import Timing
 
 
 def pytest_generate_tests(metafunc) -> None:
@@ -36,5 +36,5 @@ def test_kernel(benchmark, item, bench_recorder) -> None:
 
 
 if __name__ == "__main__":
-    from fastgrok.bench_cli import script_main
+    from fastgrok.bench.cli import script_main
     sys.exit(script_main("kernels", description=__doc__.splitlines()[0]))

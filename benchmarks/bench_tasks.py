@@ -3,11 +3,11 @@ allows) for p = 29, 59, 97 and n_var = 3, on-device batches beside the host pipe
 
     python benchmarks/bench_tasks.py [--quick] [--out-dir bench_results] [--device auto]
 
-The same as `fastgrok bench tasks` (fastgrok/bench_tasks.py); appends to OUT_DIR/tasks.csv.
+The same as `fastgrok bench tasks` (fastgrok/bench/tasks.py); appends to OUT_DIR/tasks.csv.
 """
 import sys
 
-from fastgrok.bench_cli import script_main
+from fastgrok.bench.cli import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main("tasks", description=__doc__.splitlines()[0]))

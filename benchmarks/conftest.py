@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fastgrok.bench import Recorder
+from fastgrok.bench.core import Recorder
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -2,6 +2,7 @@
 # GPU check: the GPU-only tests, then the kernel and training-step benchmarks at the paper's sizes.
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]      # rows appended to OUT_DIR/{kernels,train}.csv (default bench_results)
+#   PYTHON=python benchmarks/gpu_check.sh      # another interpreter (default: python3)
 #
 # Runs the tree as it is (PYTHONPATH=., no install, no package registry; the GPU image has torch 2.11 and
 # Triton 3.6). Each stage has a time limit so the whole check ends within 8 minutes on an H100; rows are
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
 OUT_DIR="${1:-bench_results}"
+PY="${PYTHON:-python3}"  # the GPU image's interpreter with torch is python3 (no `python` there)
 failed=0
 
 stage() {  # stage NAME SECONDS COMMAND...
@@ -25,11 +27,11 @@ stage() {  # stage NAME SECONDS COMMAND...
     if [ "${rc}" -ne 0 ]; then failed=$((failed + 1)); fi
 }
 
-python -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|', \
+"${PY}" -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|', \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA')"
-stage "gpu tests" 140 python -m pytest -m gpu -q -p no:cacheprovider
-stage "kernel benchmarks" 140 python -m fastgrok bench kernels --device cuda --out-dir "${OUT_DIR}"
-stage "train benchmarks" 170 python -m fastgrok bench train --device cuda --out-dir "${OUT_DIR}"
-python -m fastgrok bench render --out-dir "${OUT_DIR}" || failed=$((failed + 1))
+stage "gpu tests" 140 "${PY}" -m pytest -m gpu -q -p no:cacheprovider
+stage "kernel benchmarks" 140 "${PY}" -m fastgrok bench kernels --device cuda --out-dir "${OUT_DIR}"
+stage "train benchmarks" 170 "${PY}" -m fastgrok bench train --device cuda --out-dir "${OUT_DIR}"
+"${PY}" -m fastgrok bench render --out-dir "${OUT_DIR}" || failed=$((failed + 1))
 echo "=== gpu_check: ${failed} stage(s) failed, ${SECONDS}s in all"
 exit "${failed}"

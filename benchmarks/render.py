@@ -5,7 +5,7 @@
 import argparse
 import sys
 
-from fastgrok.bench_render import write
+from fastgrok.bench.render import write
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

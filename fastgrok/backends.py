@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .config import BACKENDS, ModelConfig
 from .data import generate_batch
+from .kernels._common import interpreter_active
 from .rope import apply_rope
 
 OPS = ("attention", "embedding", "batchgen")
@@ -96,6 +97,44 @@ def get_op(op: str, backend: str) -> Callable:
             impl = sliced(impl)
         _REGISTRY[(op, backend)] = impl
     return impl
+
+
+# Drop-in kernels for other code (fastgrok.ops), by name → "module:attribute", imported on first use.
+_KERNELS: dict[str, str] = {
+    "rope_attention": "fastgrok.kernels.rope_attention:rope_attention",
+    "attention_qkv": "fastgrok.kernels.rope_attention:fused_attention_qkv",
+    "embedding": "fastgrok.kernels.embedding:embedding",
+}
+
+
+def kernel(name: str) -> Callable:
+    """A Triton kernel's public entry point by name (see _KERNELS), importing it on first use."""
+    if name not in _KERNELS:
+        raise ValueError(f"unknown kernel {name!r}; kernels: {', '.join(_KERNELS)}")
+    module, _, attr = _KERNELS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def kernels_run_on(device: torch.device | str) -> bool:
+    """Whether Triton kernels can run on `device` here: CUDA, or the CPU under Triton's interpreter."""
+    device = torch.device(device)
+    return device.type == "cuda" or (device.type == "cpu" and interpreter_active())
+
+
+def fused_head_dims() -> tuple[int, ...]:
+    """The head dims the fused attention kernel takes (imports the kernel module, so triton)."""
+    return importlib.import_module("fastgrok.kernels.rope_attention").HEAD_DIMS
+
+
+def check_runnable(cfg: ModelConfig, device: torch.device | str) -> None:
+    """Raise ValueError, saying what to change, unless every op `cfg` asks for can run on `device` here."""
+    fused = [op for op, b in resolve_names(cfg) if b == "fused"]
+    if fused and not kernels_run_on(device):
+        raise ValueError(f"the fused backend ({', '.join(fused)}) runs Triton kernels, which need CUDA; on a CPU "
+                         "use backend='reference' (or TRITON_INTERPRET=1 to test kernels in Triton's interpreter)")
+    if "attention" in fused and cfg.head_dim not in (dims := fused_head_dims()):
+        raise ValueError(f"the fused attention kernel takes head_dim in {dims}, but n_embd/n_head = "
+                         f"{cfg.head_dim}; change n_embd or n_head, or use attention='reference'")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default=None)
     _add_config_flags(c)
     sub.add_parser("presets", help="list the presets")
-    from .bench_cli import add_arguments as add_bench_arguments
+    from .bench.cli import add_arguments as add_bench_arguments
     add_bench_arguments(sub.add_parser("bench", help="run benchmarks (kernels, train, tasks; rows appended to "
                                        "bench_results/) or render bench_results/README.md"))
     return parser
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(resolve_config(args).to_dict(), indent=2))
             return 0
         if args.command == "bench":
-            from .bench_cli import main as bench_main
+            from .bench.cli import main as bench_main
             return bench_main(args)
         if args.command == "presets":
             for name, values in PRESETS.items():

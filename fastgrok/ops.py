@@ -16,8 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backends import attention_reference
-from .kernels._common import interpreter_active
+from .backends import attention_reference, kernel, kernels_run_on
 from .rope import rope_attention_reference
 
 _warned: set[str] = set()
@@ -25,7 +24,7 @@ _warned: set[str] = set()
 
 def fused_available(t: Tensor) -> bool:
     """Whether a Triton kernel can run on this tensor's device here."""
-    return t.is_cuda or (t.device.type == "cpu" and interpreter_active())
+    return kernels_run_on(t.device)
 
 
 def _use_fused(t: Tensor, name: str, fallback: bool) -> bool:
@@ -47,24 +46,21 @@ def rope_attention(q: Tensor, k: Tensor, v: Tensor, theta: float = 10000.0, *, f
     Equal to `scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)`, differentiable in q, k, v."""
     if not _use_fused(q, "rope_attention", fallback):
         return rope_attention_reference(q, k, v, theta)
-    from .kernels.rope_attention import rope_attention as kernel
-    return kernel(q, k, v, theta)
+    return kernel("rope_attention")(q, k, v, theta)
 
 
 def attention_qkv(qkv: Tensor, n_head: int, theta: float = 10000.0, *, fallback: bool = False) -> Tensor:
     """The model's attention op on a fused projection: (B, T, 3C) → (B, T, C); compile-friendly."""
     if not _use_fused(qkv, "attention_qkv", fallback):
         return attention_reference(qkv, n_head, theta)
-    from .kernels.rope_attention import fused_attention_qkv
-    return fused_attention_qkv(qkv, n_head, theta)
+    return kernel("attention_qkv")(qkv, n_head, theta)
 
 
 def embedding(idx: Tensor, weight: Tensor, *, fallback: bool = False) -> Tensor:
     """weight[idx] with a deterministic (atomic-free) backward into weight: (B, T), (V, C) → (B, T, C)."""
     if not _use_fused(weight, "embedding", fallback):
         return F.embedding(idx, weight)
-    from .kernels.embedding import embedding as kernel
-    return kernel(idx, weight)
+    return kernel("embedding")(idx, weight)
 
 
 class Embedding(nn.Embedding):

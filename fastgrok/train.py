@@ -17,8 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .backends import resolve_names, resolve_ops
-from .kernels._common import interpreter_active
+from .backends import check_runnable, resolve_ops
 from .checkpoint import CheckpointError, atomic_save, atomic_write_text, load_file
 from .config import Config
 from .data import SPLITS, BatchSource, split_source
@@ -136,15 +135,7 @@ def build(cfg: Config) -> Session:
     amp = autocast_dtype(cfg, device)
     if amp is torch.float16 and device.type == "cpu":
         raise ValueError("dtype='fp16' autocast is for CUDA; use fp32 or bf16 on the CPU")
-    fused = [op for op, b in resolve_names(cfg.model) if b == "fused"]
-    if fused and device.type != "cuda" and not interpreter_active():
-        raise ValueError(f"the fused backend ({', '.join(fused)}) runs Triton kernels, which need CUDA; on a CPU "
-                         "use backend='reference' (or TRITON_INTERPRET=1 to test kernels in Triton's interpreter)")
-    if "attention" in fused:
-        from .kernels.rope_attention import HEAD_DIMS
-        if cfg.model.head_dim not in HEAD_DIMS:
-            raise ValueError(f"the fused attention kernel takes head_dim in {HEAD_DIMS}, but n_embd/n_head = "
-                             f"{cfg.model.head_dim}; change n_embd or n_head, or use attention='reference'")
+    check_runnable(cfg.model, device)
     tasks = make_tasks(cfg.task)
     ops = resolve_ops(cfg.model)
     train_src = split_source(cfg, tasks, "train", device, training=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from .bench import TIME_UNITS, read_rows
+from .core import TIME_UNITS, read_rows
 
 PROVIDER_ORDER = ("reference", "reference-compiled", "fused", "fused-compiled", "host-pipeline",
                   "host-pipeline-compiled")

@@ -3,7 +3,7 @@ backend, eager and compiled, beside the host-pipeline baseline; rows go to train
 
 Configs: A on CPU (p = 29, n_id 64, depth 2, n_embd 128, 4 heads, batch 64), the paper's sizes on
 CUDA (n_id 512, n_embd 512, batch 1024, depth 2 / 4 / 6). Providers: "reference", "fused" (CUDA
-only), each also "-compiled", and "host-pipeline" (the reference model fed by fastgrok.hostpipe:
+only), each also "-compiled", and "host-pipeline" (the reference model fed by fastgrok.bench.hostpipe:
 batches materialised on the host, a DataLoader, a copy and a sync every step). A step is timed
 the way the trainer runs it: windows of consecutive steps with one device sync per window (the
 host pipeline syncs every step by construction). FLOPs per step: fastgrok.train.train_flops_per_step.
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .bench import Recorder, Timing, row, time_windows
-from .config import Config
-from .envinfo import peak_flops
+from ..config import Config
+from ..envinfo import peak_flops
+from ..train import build, train_flops_per_step, train_step
+from .core import Recorder, Timing, row, time_windows
 from .hostpipe import HostPipeline, attach, host_train_step
-from .train import build, train_flops_per_step, train_step
 
 CONFIG_A = dict(p=29, n_pl=16, depth=2, n_embd=128, n_head=4, batch_size=64, n_shots=32)
 GPU_CONFIGS = {"paper-d2": "paper", "paper-d4": "paper-d4", "paper-d6": "paper-d6"}

@@ -11,8 +11,8 @@ from typing import Callable
 
 import torch
 
-from . import bench_kernels, bench_render, bench_tasks, bench_train
-from .bench import Recorder, env as bench_env, print_rows, resolve
+from . import kernels as bench_kernels, render as bench_render, tasks as bench_tasks, train as bench_train
+from .core import Recorder, env as bench_env, print_rows, resolve
 
 SUITES: dict[str, Callable[..., None]] = {"kernels": bench_kernels.run, "train": bench_train.run,
                                           "tasks": bench_tasks.run}

@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 import torch
 
-from .backends import get_op
-from .bench import Recorder, Timing, measure, row
-from .config import Config
-from .data import split_source
-from .tasks import make_tasks
+from ..backends import get_op
+from ..config import Config
+from ..data import split_source
+from ..tasks import make_tasks
+from .core import Recorder, Timing, measure, row
 
 OPS = ("attention", "embedding", "batchgen")
 PROVIDERS = ("reference", "reference-compiled", "fused")

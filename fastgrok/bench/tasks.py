@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from .bench import Recorder, Timing, row, sync, time_startup, time_windows
-from .config import Config
+from ..config import Config
+from ..tasks import make_tasks
+from ..train import build, evaluate, train_step
+from .core import Recorder, Timing, row, sync, time_startup, time_windows
 from .hostpipe import HostPipeline, attach, host_tokens, host_train_step
-from .tasks import make_tasks
-from .train import build, evaluate, train_step
 
 FAMILIES = {"p29": dict(p=29, n_var=2), "p59": dict(p=59, n_var=2), "p97": dict(p=97, n_var=2),
             "p29-n3": dict(p=29, n_var=3)}
