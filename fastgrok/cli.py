@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop after this step with a checkpoint (resume later with --resume)")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--dist-backend", default="auto", choices=("auto", "nccl", "gloo"),
+                   help="under torchrun: the process group's backend (auto: NCCL for CUDA, gloo for the CPU)")
     _add_config_flags(t)
     c = sub.add_parser("config", help="print the resolved config as JSON")
     c.add_argument("--preset", default=None)
@@ -64,18 +66,49 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
-    if args.resume:
-        given = [f.name for cls in SECTIONS.values() for f in fields(cls) if getattr(args, f.name) is not None]
-        if given or args.preset or args.config:
-            raise ValueError(f"--resume continues the saved config; drop {', '.join(given) or '--preset/--config'}")
-        train(resume=args.resume, stop_at=args.stop_at, quiet=args.quiet)
-    else:
-        train(resolve_config(args), stop_at=args.stop_at, quiet=args.quiet)
+    from . import distributed
+    from .train import TrainingError, train
+    with distributed.launched(args.dist_backend) as dist:  # under torchrun: one rank of a DDP run
+        try:
+            if args.resume:
+                given = [f.name for cls in SECTIONS.values() for f in fields(cls)
+                         if getattr(args, f.name) is not None]
+                if given or args.preset or args.config:
+                    raise ValueError("--resume continues the saved config; drop "
+                                     f"{', '.join(given) or '--preset/--config'}")
+                train(resume=args.resume, stop_at=args.stop_at, quiet=args.quiet)
+            else:
+                train(resolve_config(args), stop_at=args.stop_at, quiet=args.quiet)
+        except (*USER_ERRORS, TrainingError) as e:
+            if not dist.enabled:
+                raise
+            line = dist.report(e)  # DDP: rank 0 prints the error the ranks share; a rank failing alone, its own
+            if line is not None:
+                print(f"fastgrok: error: {line}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
+            if not dist.enabled:
+                raise
+            if dist.is_main:
+                print(f"fastgrok: {e or 'interrupted'}", file=sys.stderr)
+            return 130
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .distributed import torchrun_env
+    try:
+        under_torchrun = torchrun_env() is not None
+    except ValueError as e:
+        print(f"fastgrok: error: {e}", file=sys.stderr)
+        return 2
+    if under_torchrun:  # under torchrun: an uncaught error's traceback goes to torchrun's report
+        from torch.distributed.elastic.multiprocessing.errors import record
+        return record(_main)(argv)
+    return _main(argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

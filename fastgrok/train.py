@@ -17,11 +17,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from . import distributed
 from .backends import check_runnable, resolve_ops
 from .checkpoint import CheckpointError, atomic_save, atomic_write_text, load_file
 from .config import Config
 from .data import SPLITS, BatchSource, split_source
-from .envinfo import environment, peak_flops, resolve_device
+from .envinfo import environment, peak_flops
 from .metrics import SetAccumulator, classify_phase, z_logits_targets, z_loss
 from .model import GPT, swiglu_hidden
 from .tasks import Tasks, make_tasks
@@ -98,17 +99,20 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, sources: dict[str, BatchSource], cfg: Config, batchgen: Callable,
-             device: torch.device, amp: torch.dtype | None) -> dict[str, dict[str, Any]]:
-    """Metrics on each set from cfg.eval_batches batches (more if needed to reach every task)."""
+             device: torch.device, amp: torch.dtype | None,
+             dist: distributed.Dist = distributed.SINGLE) -> dict[str, dict[str, Any]]:
+    """Metrics on each set from cfg.eval_batches batches (more if needed to reach every task); under DDP each
+    rank takes its rows of every batch and the sums are added over the ranks."""
     out = {}
     for name, src in sources.items():
         acc = SetAccumulator(src.n_tasks, src.n_shots, device)
         n_batches = max(cfg.train.eval_batches, math.ceil(src.n_tasks / src.batch_size))
         for i in range(n_batches):
-            batch = batchgen(src, i)
+            batch = dist.batch(batchgen, src, i)  # DDP: this rank's rows
             with _autocast(device, amp):
                 logits, targets = z_logits_targets(model, batch, cfg.task.n_var)
-            acc.add(logits, targets, src.row_tasks(i))
+            acc.add(logits, targets, dist.shard(src.row_tasks(i)))
+        dist.all_reduce_sum_(acc.loss, acc.correct, acc.count)  # DDP: every rank's rows
         out[name] = acc.result()
     return out
 
@@ -125,13 +129,15 @@ class Session:
     train_src: BatchSource
     eval_srcs: dict[str, BatchSource]
     model: GPT
-    fwd: torch.nn.Module          # the model, compiled when the config asks for it
+    fwd: torch.nn.Module          # the model, compiled when the config asks for it (DDP: then wrapped)
     opt: torch.optim.Optimizer
+    dist: distributed.Dist = distributed.SINGLE  # DDP: this rank's place in the run
 
 
-def build(cfg: Config) -> Session:
+def build(cfg: Config, dist: distributed.Dist = distributed.SINGLE) -> Session:
     """Tasks, batch sources, model (seeded by cfg.seed), optimizer and (optionally) the compiled model."""
-    device = resolve_device(cfg.train.device)
+    device = dist.device(cfg.train.device)  # DDP: cuda:LOCAL_RANK
+    dist.check_batch(cfg.train.batch_size)
     amp = autocast_dtype(cfg, device)
     if amp is torch.float16 and device.type == "cpu":
         raise ValueError("dtype='fp16' autocast is for CUDA; use fp32 or bf16 on the CPU")
@@ -144,14 +150,15 @@ def build(cfg: Config) -> Session:
     model = GPT(cfg.model, ops).to(device)
     opt = make_optimizer(model, cfg, device)
     fwd = torch.compile(model) if use_compile(cfg, device) else model
-    return Session(cfg, device, amp, tasks, ops, train_src, eval_srcs, model, fwd, opt)
+    fwd = dist.wrap(fwd, device)  # DDP: compile, then wrap
+    return Session(cfg, device, amp, tasks, ops, train_src, eval_srcs, model, fwd, opt, dist)
 
 
 def train_step(s: Session, step: int) -> Tensor:
     """One optimiser step on training batch `step`; returns the loss as a device tensor (no sync)."""
     for g in s.opt.param_groups:
         g["lr"] = lr_at(step, s.cfg)
-    batch = s.ops.batchgen(s.train_src, step)
+    batch = s.dist.batch(s.ops.batchgen, s.train_src, step)  # DDP: this rank's rows of the global batch
     with _autocast(s.device, s.amp):
         loss = z_loss(s.fwd, batch, s.cfg.task.n_var)
     loss.backward()
@@ -249,8 +256,10 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     run can be resumed; the trajectory is unchanged.
     """
     ckpt: dict[str, Any] | None = None
+    dist = distributed.current()  # DDP: torchrun's rank and world size (one process: SINGLE)
+    quiet = quiet or not dist.is_main  # DDP: rank 0 prints
     if resume is not None:
-        saved, ckpt = load_run(resume)
+        saved, ckpt = dist.on_main(lambda: load_run(resume))  # DDP: rank 0 reads, every rank gets it
         if cfg is not None and cfg != saved:
             raise ValueError("resume continues the saved config; pass no other config with it")
         cfg, run_dir = saved, Path(resume)
@@ -260,7 +269,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
         raise ValueError(f"stop_at={stop_at} must be ≥ 1")
 
     t0 = time.perf_counter()
-    sess = build(cfg)
+    sess = build(cfg, dist)
     device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
     start, best = 0, {"step": None, "ood_test_acc": -1.0}
     if ckpt is not None:
@@ -276,14 +285,18 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
             raise CheckpointError(f"{run_dir / 'last.pt'} does not fit the saved config: "
                                   f"{str(e).splitlines()[0][:200]}") from None
     else:
-        run_dir = _new_run_dir(cfg)
-        atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run_dir / "config.json")
+        def new_run() -> Path:  # DDP: rank 0 makes the folder, every rank learns its name
+            run_dir = _new_run_dir(cfg)
+            atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run_dir / "config.json")
+            return run_dir
+        run_dir = dist.on_main(new_run)
     env = environment(device) | {"argv": sys.argv, "backends": dict(ops.names), "compile": use_compile(cfg, device),
-                                 "autocast": str(amp) if amp else "fp32", "params": model.num_params()}
-    atomic_write_text(json.dumps(env, indent=2) + "\n", run_dir / ("env.json" if ckpt is None else f"env-resume-{start}.json"))
+                                 "autocast": str(amp) if amp else "fp32", "params": model.num_params()} | dist.describe()
     metrics_path = run_dir / "metrics.jsonl"
     history = _read_history(metrics_path, upto=start)
-    atomic_write_text("".join(json.dumps(r) + "\n" for r in history), metrics_path)
+    if dist.is_main:  # DDP: rank 0 writes
+        atomic_write_text(json.dumps(env, indent=2) + "\n", run_dir / ("env.json" if ckpt is None else f"env-resume-{start}.json"))
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in history), metrics_path)
     startup_s = time.perf_counter() - t0
 
     end = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
@@ -296,7 +309,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
 
     tokens_per_step = cfg.train.batch_size * (cfg.task.seq_len - 1)
     flops = train_flops_per_step(cfg)
-    peak = peak_flops(device)
+    peak = (peak_flops(device) or 0) * dist.world_size or None  # DDP: every rank's GPU
     window = torch.zeros(LOG_EVERY, device=device)  # per-step losses, fetched every LOG_EVERY steps
     all_losses: list[float] = []
     interval_losses: list[float] = list(ckpt.get("interval_losses", [])) if ckpt else []
@@ -305,6 +318,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     loop_t0 = time.perf_counter()
 
     def save_last(path_step: int) -> None:
+        if not dist.is_main:  # DDP: rank 0 writes
+            return
         atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": path_step, "best": best,
                      "interval_losses": interval_losses, "config": cfg.to_dict()}, run_dir / "last.pt")
 
@@ -313,7 +328,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     def flush(upto: int) -> None:
         """Fetch the losses of steps flushed … upto-1 (one sync); stop on a non-finite one."""
         nonlocal flushed
-        vals_all = window.tolist()
+        vals_all = dist.mean(window).tolist()  # DDP: the loss of the global batch
         vals = [vals_all[s % LOG_EVERY] for s in range(flushed, upto)]
         for i, v in enumerate(vals):
             if not math.isfinite(v):
@@ -335,7 +350,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
         asked["stop"] = True
 
     main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    # DDP: no step-finishing Ctrl-C (the ranks would stop at different steps); the last checkpoint stays
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread and not dist.enabled else None
     try:
         while step < end:
             loss = train_step(sess, step)
@@ -354,11 +370,12 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                 rep.update(step, info)
             if is_eval:
                 rec = _evaluate_and_save(model, sess.fwd, sess.eval_srcs, cfg, ops, device, amp, step, interval_losses,
-                                         best, run_dir, loop_t0, start, tokens_per_step)
+                                         best, run_dir, loop_t0, start, tokens_per_step, dist)
                 interval_losses = []
                 history.append(rec)
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                if dist.is_main:  # DDP: rank 0 writes
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
                 save_last(step)
                 s = rec["sets"]
                 msg = (f"step {step} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
@@ -369,6 +386,9 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
         if step == end and step % cfg.train.eval_every and step != cfg.train.steps:
             save_last(step)  # stop_at between evaluations: keep the exact state for --resume
     except KeyboardInterrupt:
+        if dist.enabled:  # DDP: no collective here, the other ranks may be gone
+            raise KeyboardInterrupt(f"interrupted near step {step}; resume from the last checkpoint with "
+                                    f"`fastgrok train --resume {run_dir}`") from None
         flush(step)
         save_last(step)
         rep.close()
@@ -381,7 +401,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
 
     elapsed = time.perf_counter() - loop_t0
     summary = _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir)
-    if step == cfg.train.steps:
+    if step == cfg.train.steps and dist.is_main:  # DDP: rank 0 writes
         atomic_write_text(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json")
     if not quiet:
         print_summary(summary)
@@ -389,8 +409,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
 
 
 def _evaluate_and_save(model, fwd, eval_srcs, cfg, ops, device, amp, step, interval_losses, best, run_dir,
-                       loop_t0, start, tokens_per_step) -> dict[str, Any]:
-    sets = evaluate(fwd, eval_srcs, cfg, ops.batchgen, device, amp)
+                       loop_t0, start, tokens_per_step, dist=distributed.SINGLE) -> dict[str, Any]:
+    sets = evaluate(fwd, eval_srcs, cfg, ops.batchgen, device, amp, dist)
     phase, solved = classify_phase(sets, cfg.train.phase_threshold)
     rec = {
         "step": step,
@@ -404,8 +424,9 @@ def _evaluate_and_save(model, fwd, eval_srcs, cfg, ops, device, amp, step, inter
     }
     if sets["ood_test"]["acc"] > best["ood_test_acc"]:
         best.update(step=step, ood_test_acc=sets["ood_test"]["acc"])
-        atomic_save({"model": model.state_dict(), "step": step, "metrics": sets, "config": cfg.to_dict()},
-                    run_dir / "best.pt")
+        if dist.is_main:  # DDP: rank 0 writes
+            atomic_save({"model": model.state_dict(), "step": step, "metrics": sets, "config": cfg.to_dict()},
+                        run_dir / "best.pt")
     return rec
 
 
