@@ -1,10 +1,8 @@
 """DDP: a rank's rows of the global batch, and 2-rank torchrun runs (gloo, CPU) against one process."""
-import importlib
 import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 from fastgrok import Config, train
 from fastgrok import distributed
 from fastgrok.backends import get_op
+from fastgrok.bench.core import read_rows
 from fastgrok.data import generate_batch, split_source
 from fastgrok.distributed import SINGLE, Dist
 from fastgrok.tasks import make_tasks
@@ -133,6 +132,11 @@ with distributed.launched(error_timeout=timedelta(seconds=3)) as d:
             call()
         except ValueError as e:  # every rank raises it; rank 0 alone reports it
             res[name] = [type(e).__name__, str(e), d.report(e)]
+    # the training benchmark under torchrun: rank 0 records the rows
+    from fastgrok.bench import train as bench_train
+    from fastgrok.bench.core import Recorder
+    rec = Recorder(out / "bench" / "train.csv" if d.is_main else None, log=None)
+    bench_train.run(d.device("cpu"), rec, quick=True, compile="off", providers=("reference",))
     if d.rank == 1:  # an error on one rank only: after the timeout that rank reports it itself
         res["lone"] = d.report(ValueError("only rank 1 failed"))
     everything = d.gather(res)
@@ -197,6 +201,10 @@ def test_two_ranks_train_the_one_process_run(tmp_path):
     assert ranks[0]["missing"][2] == ranks[0]["missing"][1] and ranks[1]["missing"][2] is None
     assert ranks[1]["lone"] == "rank 1: only rank 1 failed" and "lone" not in ranks[0]
     assert not (tmp_path / "odd").exists()
+
+    rows = read_rows(tmp_path / "bench" / "train.csv")
+    assert [(r["provider"], r["unit"]) for r in rows] == [("reference-ddp2", u) for u in ("ms", "steps/s", "tokens/s",
+                                                                                           "TFLOP/s")]
 
 
 FAILING = """

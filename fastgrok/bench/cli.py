@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from .. import distributed
 from . import kernels as bench_kernels, render as bench_render, tasks as bench_tasks, train as bench_train
 from .core import Recorder, env as bench_env, print_rows, resolve
 
@@ -60,9 +61,29 @@ def main(args: argparse.Namespace) -> int:
     if args.suite == "render":
         print(f"rendered {bench_render.write(out_dir)}")
         return 0
+    if distributed.torchrun_env() is not None:
+        return _main_ddp(args, out_dir)
     device = resolve(args.device)
     suites = list(SUITES) if args.suite == "all" else [args.suite]
     recs = run_suites(suites, device, out_dir, quick=args.quick, compile=args.compile)
+    return _report(recs, out_dir)
+
+
+def _main_ddp(args: argparse.Namespace, out_dir: Path) -> int:
+    """Under torchrun: the train suite as DDP over every rank; rank 0 records, prints and renders."""
+    if args.suite != "train":  # every rank sees it; rank 0 says it
+        if distributed.torchrun_env()["RANK"] == 0:
+            raise ValueError(f"under torchrun only the train suite runs (torchrun … -m fastgrok bench train), "
+                             f"not {args.suite!r}")
+        return 2
+    with distributed.launched() as dist:
+        device = dist.device(args.device)
+        recs = run_suites(["train"], device, out_dir if dist.is_main else None, quick=args.quick,
+                          compile=args.compile, log=print if dist.is_main else None)
+        return _report(recs, out_dir) if dist.is_main else 0
+
+
+def _report(recs: dict[str, Recorder], out_dir: Path) -> int:
     failed = 0
     for name, rec in recs.items():
         if rec.rows:

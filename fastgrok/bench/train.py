@@ -7,6 +7,10 @@ only), each also "-compiled", and "host-pipeline" (the reference model fed by fa
 batches materialised on the host, a DataLoader, a copy and a sync every step). A step is timed
 the way the trainer runs it: windows of consecutive steps with one device sync per window (the
 host pipeline syncs every step by construction). FLOPs per step: fastgrok.train.train_flops_per_step.
+
+Under torchrun (`torchrun --nproc_per_node=W -m fastgrok bench train`) every rank runs the steps as
+DDP with the config's batch as the global batch; rank 0 times them and records the rows, under the
+provider names with "-ddpW" appended (tokens/s and TFLOP/s count all ranks, MFU is of W GPUs).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import distributed
 from ..config import Config
 from ..envinfo import peak_flops
 from ..train import build, train_flops_per_step, train_step
@@ -55,10 +60,11 @@ def schedule(device: torch.device, quick: bool, compiled: bool) -> tuple[int, in
     return (6 if compiled else 3), 5, 6
 
 
-def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, quick: bool) -> list[dict]:
+def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, quick: bool,
+               dist: distributed.Dist = distributed.SINGLE) -> list[dict]:
     """Rows of one (config, provider): ms, steps/s, tokens/s, TFLOP/s, MFU % (known GPU peak), peak MiB (CUDA)."""
     cfg = cfg.override(backend=prov.backend, compile="on" if prov.compiled else "off")
-    sess = build(cfg)
+    sess = build(cfg, dist)
     if prov.host:
         sess = attach(sess, HostPipeline(cfg, sess.tasks, device))
         step = lambda i: host_train_step(sess, i)  # noqa: E731
@@ -70,10 +76,11 @@ def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, qui
     t = Timing.of(time_windows(step, device, warmup=warmup, windows=windows, per_window=per_window))
     tokens = cfg.train.batch_size * (cfg.task.seq_len - 1)
     flops = train_flops_per_step(cfg)
-    r = lambda value, unit, scale=1.0: row("train_step", prov.name, "step", "config", name, value, unit,  # noqa: E731
+    provider = f"{prov.name}-ddp{dist.world_size}" if dist.enabled else prov.name
+    r = lambda value, unit, scale=1.0: row("train_step", provider, "step", "config", name, value, unit,  # noqa: E731
                                            device, scale)
     out = [r(t, "ms", 1e3), r(t.rate(1.0), "steps/s"), r(t.rate(tokens), "tokens/s"), r(t.rate(flops / 1e12), "TFLOP/s")]
-    peak = peak_flops(device)
+    peak = (peak_flops(device) or 0) * dist.world_size or None  # DDP: W GPUs
     if peak:
         out.append(r(t.rate(100 * flops / peak), "MFU %"))
     if device.type == "cuda":
@@ -85,13 +92,19 @@ def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, qui
 def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: str = "main",
         providers: tuple[str, ...] | None = None) -> None:
     """Every config × provider; compile: "all" configs, "main" (the first config) or "off"."""
+    dist = distributed.current()  # under torchrun: DDP over every rank
     chosen = [p for p in PROVIDERS if providers is None or p.name in providers]
+    if dist.enabled and any(p.host for p in chosen):
+        rec.note("train: skipped host-pipeline providers under torchrun: the host loader draws whole batches")
+        chosen = [p for p in chosen if not p.host]
     if device.type != "cuda" and any(p.backend == "fused" for p in chosen):
         rec.note("train: skipped fused providers: the fused kernels are benchmarked on CUDA only")
         chosen = [p for p in chosen if p.backend != "fused"]
     cfgs = configs(device, quick)
     for name, cfg in cfgs.items():
         rec.log(f"train_step {name}: {train_flops_per_step(cfg) / 1e9:.1f} GFLOP/step")
+    if dist.enabled:
+        rec.log(f"train_step: DDP over {dist.world_size} ranks ({dist.backend}); the config's batch is the global batch")
     # eager everywhere first, compiled last: a run cut short (gpu_check's time limit) keeps the core rows
     plan = [(name, cfg, p) for p in chosen if not p.compiled for name, cfg in cfgs.items()]
     if compile != "off":
@@ -99,8 +112,10 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
                  for i, (name, cfg) in enumerate(cfgs.items()) if compile == "all" or i == 0]
     for name, cfg, prov in plan:
         try:
-            rec.add(bench_step(cfg, name, prov, device, quick))
+            rec.add(bench_step(cfg, name, prov, device, quick, dist))
         except Exception as e:  # a failing backend must not end the run
+            if dist.enabled:  # … except under DDP, where the other ranks would wait for this one
+                raise
             rec.note(f"train: {name} {prov.name} failed: {type(e).__name__}: "
                      f"{str(e).splitlines()[0] if str(e) else ''}")
         finally:
