@@ -85,13 +85,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             line = dist.report(e)  # DDP: rank 0 prints the error the ranks share; a rank failing alone, its own
             if line is not None:
                 print(f"fastgrok: error: {line}", file=sys.stderr)
-            return 2
+            raise SystemExit(2) from None  # leaves the process group as a failure (no waiting on peers)
         except KeyboardInterrupt as e:
             if not dist.enabled:
                 raise
             if dist.is_main:
                 print(f"fastgrok: {e or 'interrupted'}", file=sys.stderr)
-            return 130
+            raise SystemExit(130) from None
     return 0
 
 

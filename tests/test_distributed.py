@@ -248,6 +248,7 @@ def test_cli_bad_input_is_one_line_from_rank_0(tmp_path):
     lines = [l for l in (r.stdout + r.stderr).splitlines() if "fastgrok: error" in l]
     assert lines == ["fastgrok: error: batch_size=15 does not divide over 2 ranks (WORLD_SIZE): the global batch "
                      "is split evenly, so use a multiple of 2"], r.stderr[-3000:]
-    assert r.stderr.count("exitcode  : 2") == 2  # torchrun's report: both ranks exited with 2 …
+    # torchrun's report: rank 0 exited with 2 (rank 1 too, unless torchrun's SIGTERM came first) …
+    assert "rank      : 0" in r.stderr and "exitcode  : 2" in r.stderr and "exitcode  : 1 " not in r.stderr
     assert str(ROOT / "fastgrok") not in r.stderr  # … and no traceback of ours (torchrun prints its own)
     assert not (tmp_path / "runs").exists()
