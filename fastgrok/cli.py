@@ -82,9 +82,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         except (*USER_ERRORS, TrainingError) as e:
             if not dist.enabled:
                 raise
-            line = dist.report(e)  # DDP: rank 0 prints the error the ranks share; a rank failing alone, its own
-            if line is not None:
-                print(f"fastgrok: error: {line}", file=sys.stderr)
+            # DDP: rank 0 prints the error the ranks share; a rank failing alone, its own
+            dist.report(e, lambda line: print(f"fastgrok: error: {line}", file=sys.stderr, flush=True))
             raise SystemExit(2) from None  # leaves the process group as a failure (no waiting on peers)
         except KeyboardInterrupt as e:
             if not dist.enabled:

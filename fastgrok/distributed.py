@@ -176,18 +176,32 @@ class Dist:
         dist.all_gather_object(out, obj, group=self.groups.get("objects"))
         return out
 
-    def report(self, error: BaseException) -> str | None:
+    def report(self, error: BaseException, say: Callable[[str], None] | None = None) -> str | None:
         """The line this rank prints for a user error: rank 0 prints the error every failing rank agrees on;
-        a rank whose peers do not join within ERROR_TIMEOUT (they did not fail) prints its own."""
+        a rank whose peers do not join within ERROR_TIMEOUT (they did not fail) prints its own. With `say`,
+        the line is said here and the ranks leave together, so torchrun cannot end rank 0 before it spoke."""
         if not self.enabled:
-            return str(error)
-        import torch.distributed as dist
-        out: list[Any] = [None] * self.world_size
-        try:
-            dist.all_gather_object(out, (self.rank, f"{error}"), group=self.groups["errors"])
-        except Exception:  # the other ranks are elsewhere: this error is this rank's alone
-            return f"rank {self.rank}: {error}" if self.rank else str(error)
-        return str(error) if self.is_main else None
+            line: str | None = str(error)
+        else:
+            import torch.distributed as dist
+            out: list[Any] = [None] * self.world_size
+            try:
+                dist.all_gather_object(out, (self.rank, f"{error}"), group=self.groups["errors"])
+            except Exception:  # the other ranks are elsewhere: this error is this rank's alone
+                line = f"rank {self.rank}: {error}" if self.rank else str(error)
+                if say is not None:
+                    say(line)
+                return line
+            line = str(error) if self.is_main else None
+        if say is not None:
+            if line is not None:
+                say(line)
+            if self.enabled:
+                try:
+                    dist.barrier(group=self.groups["errors"])
+                except Exception:
+                    pass
+        return line
 
 
 SINGLE = Dist()
