@@ -291,11 +291,13 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
             return run_dir
         run_dir = dist.on_main(new_run)
     env = environment(device) | {"argv": sys.argv, "backends": dict(ops.names), "compile": use_compile(cfg, device),
-                                 "autocast": str(amp) if amp else "fp32", "params": model.num_params()} | dist.describe()
+                                 "autocast": str(amp) if amp else "fp32", "params": model.num_params()}
+    env |= dist.describe()  # DDP: world size and process-group backend
     metrics_path = run_dir / "metrics.jsonl"
     history = _read_history(metrics_path, upto=start)
     if dist.is_main:  # DDP: rank 0 writes
-        atomic_write_text(json.dumps(env, indent=2) + "\n", run_dir / ("env.json" if ckpt is None else f"env-resume-{start}.json"))
+        env_name = "env.json" if ckpt is None else f"env-resume-{start}.json"
+        atomic_write_text(json.dumps(env, indent=2) + "\n", run_dir / env_name)
         atomic_write_text("".join(json.dumps(r) + "\n" for r in history), metrics_path)
     startup_s = time.perf_counter() - t0
 
@@ -305,7 +307,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     rep.line(f"config {json.dumps(cfg.to_flat())}")
     rep.line(f"env {env['device']} | torch {env['torch']} | triton {env['triton']} | params {env['params']:,} | "
              f"backends {dict(ops.names)} | compile {env['compile']} | autocast {env['autocast']} | "
-             f"start-up {startup_s:.2f}s" + (f" | resumed at step {start}" if ckpt else ""))
+             f"start-up {startup_s:.2f}s" + (f" | resumed at step {start}" if ckpt else "")
+             + (f" | DDP over {dist.world_size} ranks ({dist.backend})" if dist.enabled else ""))
 
     tokens_per_step = cfg.train.batch_size * (cfg.task.seq_len - 1)
     flops = train_flops_per_step(cfg)

@@ -104,7 +104,8 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     for name, cfg in cfgs.items():
         rec.log(f"train_step {name}: {train_flops_per_step(cfg) / 1e9:.1f} GFLOP/step")
     if dist.enabled:
-        rec.log(f"train_step: DDP over {dist.world_size} ranks ({dist.backend}); the config's batch is the global batch")
+        rec.log(f"train_step: DDP over {dist.world_size} ranks ({dist.backend}); the config's batch is the "
+                "global batch")
     # eager everywhere first, compiled last: a run cut short (gpu_check's time limit) keeps the core rows
     plan = [(name, cfg, p) for p in chosen if not p.compiled for name, cfg in cfgs.items()]
     if compile != "off":
