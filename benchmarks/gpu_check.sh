@@ -5,7 +5,7 @@
 #   PYTHON=python benchmarks/gpu_check.sh      # another interpreter (default: python3)
 #
 # Runs the tree as it is (PYTHONPATH=., no install, no package registry; the GPU image has torch 2.11 and
-# Triton 3.6). Each stage has a time limit so the whole check ends within 8 minutes on an H100; rows are
+# Triton 3.6). Each stage has a time limit so the whole check ends within 9 minutes on an H100; rows are
 # appended as they are measured, so a stage cut short keeps what it measured (eager rows come first).
 # Exit status: 0 when every stage passed, else the number of stages that failed or timed out.
 set -u
@@ -32,6 +32,9 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA')"
 stage "gpu tests" 140 "${PY}" -m pytest -m gpu -q -p no:cacheprovider
 stage "kernel benchmarks" 140 "${PY}" -m fastgrok bench kernels --device cuda --out-dir "${OUT_DIR}"
 stage "train benchmarks" 170 "${PY}" -m fastgrok bench train --device cuda --out-dir "${OUT_DIR}"
+# DDP's own cost: 1-rank torchrun, each provider timed plain, then as reference-ddp1 / fused-ddp1 (the goal: < 3 %)
+stage "ddp train benchmark" 60 "${PY}" -m torch.distributed.run --standalone --nproc_per_node=1 \
+    -m fastgrok bench train --device cuda --compile off --out-dir "${OUT_DIR}"
 "${PY}" -m fastgrok bench render --out-dir "${OUT_DIR}" || failed=$((failed + 1))
 echo "=== gpu_check: ${failed} stage(s) failed, ${SECONDS}s in all"
 exit "${failed}"

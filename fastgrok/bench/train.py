@@ -10,7 +10,9 @@ host pipeline syncs every step by construction). FLOPs per step: fastgrok.train.
 
 Under torchrun (`torchrun --nproc_per_node=W -m fastgrok bench train`) every rank runs the steps as
 DDP with the config's batch as the global batch; rank 0 times them and records the rows, under the
-provider names with "-ddpW" appended (tokens/s and TFLOP/s count all ranks, MFU is of W GPUs).
+provider names with "-ddpW" appended (tokens/s and TFLOP/s count all ranks, MFU is of W GPUs). With
+one rank (`--nproc_per_node=1`) each provider is also timed plain just before, in the same process:
+`reference-ddp1` against `reference` is DDP's own cost.
 """
 from __future__ import annotations
 
@@ -106,14 +108,16 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     if dist.enabled:
         rec.log(f"train_step: DDP over {dist.world_size} ranks ({dist.backend}); the config's batch is the "
                 "global batch")
+    # a 1-rank torchrun run times plain steps right before the DDP ones: DDP's own cost, same process
+    modes = [distributed.SINGLE, dist] if dist.enabled and dist.world_size == 1 else [dist]
     # eager everywhere first, compiled last: a run cut short (gpu_check's time limit) keeps the core rows
-    plan = [(name, cfg, p) for p in chosen if not p.compiled for name, cfg in cfgs.items()]
+    plan = [(name, cfg, p, d) for p in chosen if not p.compiled for name, cfg in cfgs.items() for d in modes]
     if compile != "off":
-        plan += [(name, cfg, p) for p in chosen if p.compiled
-                 for i, (name, cfg) in enumerate(cfgs.items()) if compile == "all" or i == 0]
-    for name, cfg, prov in plan:
+        plan += [(name, cfg, p, d) for p in chosen if p.compiled
+                 for i, (name, cfg) in enumerate(cfgs.items()) if compile == "all" or i == 0 for d in modes]
+    for name, cfg, prov, d in plan:
         try:
-            rec.add(bench_step(cfg, name, prov, device, quick, dist))
+            rec.add(bench_step(cfg, name, prov, device, quick, d))
         except Exception as e:  # a failing backend must not end the run
             if dist.enabled:  # … except under DDP, where the other ranks would wait for this one
                 raise
