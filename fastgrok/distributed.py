@@ -38,10 +38,6 @@ ERROR_TIMEOUT = timedelta(seconds=15)  # how long failing ranks wait to agree on
 T = TypeVar("T")
 
 
-class RankError(RuntimeError):
-    """Another rank failed where this one did not (raised on the ranks that did not fail)."""
-
-
 @dataclass(frozen=True)
 class Dist:
     """This process's place in the run; every method is the identity (or a no-op) in one process."""
