@@ -361,12 +361,12 @@ def create(cfg: Config) -> RunFolder:
     config.json written. A named folder that already holds a run is refused."""
     root = Path(cfg.train.out_dir)
     name = cfg.train.run_name or default_run_name(cfg)
+    if root.exists() and not root.is_dir():
+        raise RunFolderError(f"out_dir {str(root)!r} is a file, not a folder")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunFolderError(f"cannot create out_dir {str(root)!r}: {_why(e)}") from None
-    if not root.is_dir():
-        raise RunFolderError(f"out_dir {str(root)!r} is a file, not a folder")
     i = 0
     while True:
         run_dir = root / (name if i == 0 else f"{name}-{i}")

@@ -244,8 +244,12 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                                       f"{str(e).splitlines()[0][:200]}") from None
         if run is None:
             run = runfolder.create(cfg)
-        started = True  # from here on the folder is a run (resumable from its checkpoint, or step 0)
-        return _loop(sess, run, ckpt, start, stop_at, quiet, t0)
+
+        def on_start() -> None:  # from the first step on, the folder is a run (resumable, from step 0 at least)
+            nonlocal started
+            started = True
+
+        return _loop(sess, run, ckpt, start, stop_at, quiet, t0, on_start)
     except BaseException as e:
         if not started and run is not None and run.created:
             run.discard()
@@ -304,7 +308,7 @@ def _is_eval_step(step: int, cfg: Config) -> bool:
 
 
 def _loop(sess: Session, run: RunFolder, ckpt: dict[str, Any] | None, start: int, stop_at: int | None,
-          quiet: bool, t0: float) -> TrainResult:
+          quiet: bool, t0: float, on_start: Callable[[], None]) -> TrainResult:
     cfg, run_dir = sess.cfg, run.path
     device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
     best = dict(ckpt.get("best", {})) if ckpt is not None else {}
@@ -379,6 +383,7 @@ def _loop(sess: Session, run: RunFolder, ckpt: dict[str, Any] | None, start: int
     interrupts = _Interrupts()
     main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGINT, interrupts.handler) if main_thread else None
+    on_start()
     try:
         if ckpt is not None and _is_eval_step(start, cfg) and not any(r["step"] == start for r in history):
             record_evaluation(start)  # its evaluation was cut short before the record was written
