@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from dataclasses import fields
 from typing import Any, Sequence
@@ -75,8 +76,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_trainer() -> None:
+    """Import torch and the trainer so that a Ctrl-C meanwhile always stops us: some libraries' import code
+    swallows a KeyboardInterrupt (the run then went on, or failed later with a half-imported numpy)."""
+    hits: list[int] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        hits.append(signum)
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return  # SIGINT ignored (a background job) or handled by an embedding program: leave it alone
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        from . import train  # noqa: F401  (torch, numpy, the model)
+    except Exception:
+        if hits:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hits:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        _import_trainer()
         return _main(argv)
     except KeyboardInterrupt as e:  # anywhere: imports, start-up or the loop (which saves first)
         print(f"fastgrok: {str(e) or 'interrupted before training started'}", file=sys.stderr)

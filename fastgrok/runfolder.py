@@ -371,6 +371,7 @@ def create(cfg: Config) -> RunFolder:
     while True:
         run_dir = root / (name if i == 0 else f"{name}-{i}")
         i += 1
+        made = not run_dir.exists()
         try:
             run_dir.mkdir(exist_ok=True)
         except FileExistsError:  # a file of that name
@@ -380,25 +381,39 @@ def create(cfg: Config) -> RunFolder:
         except OSError as e:
             raise RunFolderError(f"cannot create run folder {str(run_dir)!r}: {_why(e)}") from None
         try:
-            lk = RunLock(run_dir)
-        except RunFolderBusy:
-            if cfg.train.run_name:
-                raise
-            continue
-        if _holds_run(run_dir):
-            lk.release()
-            if cfg.train.run_name:
-                raise RunFolderError(f"run folder {str(run_dir)!r} already holds a run: resume it with "
-                                     f"`fastgrok train --resume {run_dir}`, or pick another run_name")
-            continue
-        # the folder is new or was empty (at most a stale lock or temporary files): ours to remove
-        folder = RunFolder(run_dir, cfg, lk, created=True, stale_removed=_remove_stale_tmp(run_dir))
-        try:
-            folder.write_json(CONFIG, cfg.to_dict())
-        except BaseException:
-            folder.discard()
+            folder = _claim(run_dir, cfg)
+        except BaseException as e:  # Ctrl-C included: leave no folder behind (unless another process owns it)
+            if made and not isinstance(e, RunFolderBusy):
+                with contextlib.suppress(OSError):
+                    (run_dir / LOCK).unlink(missing_ok=True)
+                    run_dir.rmdir()
             raise
-        return folder
+        if folder is not None:
+            return folder
+
+
+def _claim(run_dir: Path, cfg: Config) -> RunFolder | None:
+    """Lock an empty folder and write config.json; None if it is taken (only for derived names)."""
+    try:
+        lk = RunLock(run_dir)
+    except RunFolderBusy:
+        if cfg.train.run_name:
+            raise
+        return None
+    if _holds_run(run_dir):
+        lk.release()
+        if cfg.train.run_name:
+            raise RunFolderError(f"run folder {str(run_dir)!r} already holds a run: resume it with "
+                                 f"`fastgrok train --resume {run_dir}`, or pick another run_name")
+        return None
+    # the folder is new or was empty (at most a stale lock or temporary files): ours to remove
+    folder = RunFolder(run_dir, cfg, lk, created=True, stale_removed=_remove_stale_tmp(run_dir))
+    try:
+        folder.write_json(CONFIG, cfg.to_dict())
+    except BaseException:
+        folder.discard()
+        raise
+    return folder
 
 
 def open_run(run_dir: str | Path) -> RunFolder:
