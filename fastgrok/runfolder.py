@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .checkpoint import CheckpointError, atomic_save, atomic_write_text, load_file
 from .config import Config
@@ -69,12 +69,13 @@ def _why(e: OSError) -> str:
 
 
 @contextlib.contextmanager
-def _writing(path: Path, kept: str) -> Iterator[None]:
-    """OS errors of a write become one RunFolderError naming the file and what survived."""
+def _writing(path: Path, kept: Callable[[], str]) -> Iterator[None]:
+    """OS errors of a write become one RunFolderError naming the file and what survived (`kept()`,
+    worked out only then)."""
     try:
         yield
     except OSError as e:
-        raise RunFolderError(f"cannot write {path}: {_why(e)}; {kept}") from None
+        raise RunFolderError(f"cannot write {path}: {_why(e)}; {kept()}") from None
 
 
 # ---- the lock ------------------------------------------------------------------------------------
@@ -299,29 +300,29 @@ class RunFolder:
 
     def write_json(self, name: str, obj: Any) -> None:
         path = self.path / name
-        with _writing(path, self._kept()):
+        with _writing(path, self._kept):
             atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
 
     def rewrite_history(self, records: list[dict[str, Any]]) -> None:
         """metrics.jsonl := these records (atomically): drops what lies past a resumed checkpoint."""
         path = self.path / METRICS
-        with _writing(path, "metrics.jsonl is unchanged"):
+        with _writing(path, lambda: "metrics.jsonl is unchanged"):
             atomic_write_text("".join(json.dumps(r) + "\n" for r in records), path)
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one evaluation record (flushed to disk); a torn append is dropped on resume."""
         path = self.path / METRICS
-        with _writing(path, self._kept()):
+        with _writing(path, self._kept):
             _append_bytes(path, (json.dumps(record) + "\n").encode())
 
     def save_last(self, state: dict[str, Any]) -> None:
         path = self.path / LAST
-        with _writing(path, "the previous last.pt is kept" + self._kept().split(";", 1)[1]):
+        with _writing(path, self._kept):
             atomic_save(state, path)
 
     def save_best(self, state: dict[str, Any]) -> None:
         path = self.path / BEST
-        with _writing(path, self._kept()):
+        with _writing(path, self._kept):
             atomic_save(state, path)
 
     # -- ownership

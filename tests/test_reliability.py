@@ -195,7 +195,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous(tmp_path, full,
         return real(obj, f, *a, **k)
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(RunFolderError, match=r"last.pt: No space left on device.*previous last.pt is kept"):
+    with pytest.raises(RunFolderError, match=r"last.pt: No space left on device.*the checkpoint at step 8 is kept"):
         train(_cfg(tmp_path, "cut"), quiet=True)
     monkeypatch.setattr(torch, "save", real)
     d = tmp_path / "cut"
