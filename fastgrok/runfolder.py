@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -99,6 +100,11 @@ class RunLock:
         except BlockingIOError:
             os.close(fd)
             pid = _read_pid(self.path)
+            for _ in range(20):  # the owner may have locked the file a moment ago and not yet written its pid
+                if pid:
+                    break
+                time.sleep(0.01)
+                pid = _read_pid(self.path)
             who = f"process {pid}" if pid else "another process"
             raise RunFolderBusy(f"run folder {str(self.path.parent)!r} is in use by {who} (a fastgrok run "
                                 "writes it): wait for that run to end or stop it, then resume") from None
