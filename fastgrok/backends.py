@@ -48,15 +48,6 @@ def attention_reference(qkv: Tensor, n_head: int, theta: float, q_slice: slice |
     return y.transpose(1, 2).reshape(B, pos.numel(), C)  # (B, T', C)
 
 
-def sliced(attention: Callable) -> Callable:
-    """Give a full-sequence attention kernel the q_slice argument (computes all queries, keeps some)."""
-    def attention_q_slice(qkv: Tensor, n_head: int, theta: float, q_slice: slice | None = None) -> Tensor:
-        y = attention(qkv, n_head, theta)
-        return y if q_slice is None else y[:, q_slice]
-    attention_q_slice.__wrapped__ = attention  # type: ignore[attr-defined]
-    return attention_q_slice
-
-
 def embedding_reference(idx: Tensor, weight: Tensor) -> Tensor:
     return F.embedding(idx, weight)
 
@@ -94,7 +85,7 @@ def get_op(op: str, backend: str) -> Callable:
         except (ImportError, AttributeError) as e:
             raise ValueError(f"the {backend} {op} op is not available here ({e})") from None
         if op == "attention" and not getattr(impl, "supports_q_slice", False):
-            impl = sliced(impl)
+            raise ValueError(f"the {backend} attention op {module}:{attr} does not take q_slice")
         _REGISTRY[(op, backend)] = impl
     return impl
 
@@ -103,6 +94,11 @@ def get_op(op: str, backend: str) -> Callable:
 _KERNELS: dict[str, str] = {
     "rope_attention": "fastgrok.kernels.rope_attention:rope_attention",
     "attention_qkv": "fastgrok.kernels.rope_attention:fused_attention_qkv",
+    # the first release's attention kernels, kept for one release for the benchmarks' side-by-side only
+    "attention_qkv_v1": "fastgrok.kernels.rope_attention_v1:fused_attention_qkv",
+    # modelled DRAM bytes per launch, for the benchmarks' GB/s
+    "attention_traffic": "fastgrok.kernels.rope_attention:traffic",
+    "attention_traffic_v1": "fastgrok.kernels.rope_attention_v1:traffic",
     "embedding": "fastgrok.kernels.embedding:embedding",
 }
 

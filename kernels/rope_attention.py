@@ -196,13 +196,14 @@ def _bwd_dkdv_block(
         pos = q_start + offs_r * q_step
         q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
         do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
-        s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)
-        keep = (offs_n[None, :] <= pos[:, None]) & row_ok[:, None]
-        p = tl.where(keep, tl.exp2(s * qk_scale - lse2[:, None]), 0.0)
-        dv += tl.dot(tl.trans(_dot_operand(p, Q, UPCAST)), do, input_precision=INPUT_PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=INPUT_PRECISION)
-        ds = _dot_operand(p * (dp - delta[:, None]), Q, UPCAST)
-        dk += tl.dot(tl.trans(ds), q, input_precision=INPUT_PRECISION)
+        # Transposed scores (keys × queries), so Pᵀ and dSᵀ are dot operands straight from registers.
+        s_t = tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION)
+        keep = (offs_n[:, None] <= pos[None, :]) & row_ok[None, :]
+        p_t = tl.where(keep, tl.exp2(s_t * qk_scale - lse2[None, :]), 0.0)
+        dv += tl.dot(_dot_operand(p_t, Q, UPCAST), do, input_precision=INPUT_PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)
+        ds_t = _dot_operand(p_t * (dp_t - delta[None, :]), Q, UPCAST)
+        dk += tl.dot(ds_t, q, input_precision=INPUT_PRECISION)
     _rope_store_grad(DK, stride_dkt, offs_n, key_ok, Cos, Sin, dk * sm_scale, HEAD_DIM, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     tl.store(DV + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
@@ -329,12 +330,12 @@ def _rope_attn_bwd_kernel(
 # memory within the H100's 227 KiB); unmeasured on GPU. The forward's BLOCK_M is capped by the
 # query count, so for T ≤ 128 one query block covers the head.
 _GPU_TILES = {
-    (32, 2): dict(fwd=(128, 64, 4, 2), bwd=(64, 64, 64, 64, 4, 1)),
-    (64, 2): dict(fwd=(128, 64, 8, 2), bwd=(64, 64, 64, 64, 8, 1)),
+    (32, 2): dict(fwd=(128, 64, 4, 2), bwd=(32, 64, 64, 32, 4, 1)),
+    (64, 2): dict(fwd=(128, 64, 8, 2), bwd=(32, 64, 64, 32, 8, 1)),
     (128, 2): dict(fwd=(128, 32, 8, 2), bwd=(32, 64, 64, 32, 8, 1)),
-    (32, 4): dict(fwd=(128, 32, 4, 2), bwd=(32, 64, 64, 32, 4, 1)),
-    (64, 4): dict(fwd=(128, 32, 8, 2), bwd=(32, 64, 64, 32, 8, 1)),
-    (128, 4): dict(fwd=(64, 32, 8, 2), bwd=(16, 32, 32, 16, 8, 1)),
+    (32, 4): dict(fwd=(64, 32, 4, 1), bwd=(16, 32, 32, 16, 4, 1)),
+    (64, 4): dict(fwd=(32, 16, 8, 1), bwd=(16, 16, 16, 16, 8, 1)),
+    (128, 4): dict(fwd=(16, 16, 8, 1), bwd=(16, 16, 16, 16, 8, 1)),
 }
 
 

@@ -625,3 +625,32 @@ def fused_attention_qkv(qkv: Tensor, n_head: int, theta: float = 10000.0) -> Ten
     then .transpose(1, 2).reshape(B, T, C); reads q, k, v straight from qkv's strides.
     """
     return torch.ops.fastgrok.rope_attn_v1_fwd(qkv, n_head, theta)[0]
+
+
+def traffic(B: int, H: int, T: int, D: int, itemsize: int) -> dict[str, dict[str, int]]:
+    """Modelled DRAM bytes of the first release's launches (same form as rope_attention.traffic).
+
+    Its grids are (B·H, blocks) with the head on the slow axis, so a head's blocks run ~B·H
+    programs apart and each program's reads come from DRAM (L2 holds nothing from then).
+    """
+    heads, row = B * H, D * itemsize
+    cfg = _block_config(T, D, interpret=False)
+    FM = cfg["fwd"][0]
+    KV_M, KV_N = cfg["dkdv"][:2]
+    Q_M = cfg["dq"][0]
+    tables = 2 * T * (D // 2) * 4
+    fwd_read = sum(min(FM, T - m) * row + 2 * min(m + FM, T) * row for m in range(0, T, FM))
+    fwd = dict(read=heads * fwd_read + tables, write=heads * (T * row + T * 4), launches=1)
+    if T <= KV_N:  # one launch: dq fused into the dk/dv kernel, delta inline
+        bwd = dict(read=heads * (5 * T * row + T * 4) + tables, write=heads * 3 * T * row, launches=1)
+        return {"forward": fwd, "backward": bwd}
+    read = 2 * T * row  # pre-pass: o, dO
+    write = T * 4  # delta
+    for n in range(0, T, KV_N):  # dk/dv: own keys, then q, dO, lse, delta from its first query block on
+        rows = T - (n // KV_M) * KV_M
+        read += 2 * min(KV_N, T - n) * row + rows * (2 * row + 8)
+        write += 2 * min(KV_N, T - n) * row
+    for m in range(0, T, Q_M):  # dq: own queries, keys and values up to the diagonal
+        read += min(Q_M, T - m) * (2 * row + 8) + 2 * min(m + Q_M, T) * row
+        write += min(Q_M, T - m) * row
+    return {"forward": fwd, "backward": dict(read=heads * read + 3 * tables, write=heads * write, launches=3)}
