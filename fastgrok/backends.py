@@ -13,6 +13,7 @@ Op contracts (shapes with B batch, T tokens, C width, V vocab, S shots):
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -108,7 +109,22 @@ def kernel(name: str) -> Callable:
     if name not in _KERNELS:
         raise ValueError(f"unknown kernel {name!r}; kernels: {', '.join(_KERNELS)}")
     module, _, attr = _KERNELS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return getattr(_kernel_module(module), attr)
+
+
+def _kernel_module(module: str):
+    """Import a kernel module. The drop-ins of fastgrok.ops call this inside code torch.compile traces,
+    and Dynamo traces an import statement (or sys.modules) but not importlib.import_module."""
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        return loaded
+    if module == "fastgrok.kernels.rope_attention":
+        from .kernels import rope_attention as loaded
+    elif module == "fastgrok.kernels.embedding":
+        from .kernels import embedding as loaded
+    else:
+        loaded = importlib.import_module(module)
+    return loaded
 
 
 def kernels_run_on(device: torch.device | str) -> bool:

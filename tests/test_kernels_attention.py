@@ -382,9 +382,14 @@ def test_ops_rope_attention_compiles_fullgraph():
 
 @pytest.mark.slow
 def test_many_heads_exercise_the_real_grid():
-    """B·H = 1024 heads (one program each), and 256 heads × 2 query blocks on the long path."""
-    _run_and_check(256, 4, 9, 32, torch.float32)
-    _run_and_check(64, 4, 130, 32, torch.float32)
+    """264 heads (two waves of an H100's 132 SMs), one program each, through the 1-D grid's
+    head/block decomposition; the GPU test below goes past the 65,535 limit of a 2-D grid's y axis."""
+    _run_and_check(66, 4, 9, 32, torch.float32)
+
+
+@pytest.mark.gpu
+def test_gpu_more_heads_than_a_grid_axis_holds():
+    _run_and_check(17500, 4, 9, 32, torch.bfloat16)  # B·H = 70,000 > 65,535
 
 
 # ───────────────────────────── launcher errors ─────────────────────────────
