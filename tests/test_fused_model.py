@@ -86,6 +86,7 @@ def test_fused_head_dim_is_checked_before_anything_is_written(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_production_configuration_tracks_reference():
     """As training runs on a GPU — fused backend, bf16 autocast, compiled fullgraph (aot_eager, the
     backend a CPU allows here), AdamW — for a few steps on real batches, against the eager reference.
@@ -99,7 +100,7 @@ def test_production_configuration_tracks_reference():
     opts = [torch.optim.AdamW(m.parameters(), lr=3e-3) for m in (ref, fused)]
     tasks = make_tasks(cfg.task)
     losses = []
-    for step in range(4):
+    for step in range(3):
         batch = sample_batch(cfg, tasks, step)
         pair = []
         for model, fn, opt in ((ref, lambda b: z_loss(ref, b, 2), opts[0]), (fused, step_fused, opts[1])):
