@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     header = ["# Kernel compile report (sm_90 offline)", "",
               f"device: sm_90 offline (Triton {triton.__version__}, ptxas bundled with it; torch {torch.__version__}); "
               f"commit {_git_sha()}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
-              "Compiled, never run: no timings.", "",
+              "Compiled, never run: no timings. The GPU machines run Triton 3.6, whose compiler may allocate "
+              "registers differently: rerun this report there (it needs no GPU).", "",
               "Launches per attention layer (forward + backward): v2 1 + 1 = 2 at every T; v1 1 + 3 = 4 "
               "(1 + 1 when T ≤ its dk/dv key block).", "",
               *traffic_table(), "",
