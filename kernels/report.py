@@ -6,7 +6,8 @@ For each kernel, dtype (bf16, fp32) and shape the presets use (the paper's T = 9
 and the other head dims and a long sequence for the T > 128 path) it compiles the kernel with
 Triton for GPUTarget("cuda", 90, 32), runs the bundled ptxas -v on the PTX, and lists registers
 per thread, spill stores/loads (bytes per thread), stack frame and shared memory per program,
-launches per attention layer and the modelled DRAM bytes against the ideal. Pointers and strides
+vector and scalar global loads and tensor-core instructions in the PTX, launches per attention
+layer and the modelled DRAM bytes against the ideal. Pointers and strides
 are declared 16-divisible, as Triton specialises them at run time for the model's layouts.
 Nothing here runs a kernel, so nothing here is a timing; runs with TRITON_INTERPRET unset.
 """
@@ -41,6 +42,9 @@ class Compiled:
     spill_loads: int
     stack: int
     shared: int
+    ld_vector: int  # ld.global instructions moving 2-4 elements (vectorised) in the PTX
+    ld_scalar: int  # ld.global instructions moving one element
+    mma: int  # tensor-core instructions (mma.sync, wgmma.mma_async) in the PTX
 
 
 def _ptxas_stats(ptx: str) -> tuple[int, int, int, int]:
@@ -57,6 +61,14 @@ def _ptxas_stats(ptx: str) -> tuple[int, int, int, int]:
     m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", log)
     stack, stores, loads = (int(x) for x in m.groups())
     return regs, stores, loads, stack
+
+
+def ptx_counts(ptx: str) -> tuple[int, int, int]:
+    """(vector global loads, scalar global loads, tensor-core instructions) in a kernel's PTX."""
+    loads = re.findall(r"^\s*(?:@!?%p\d+\s+)?ld\.global[\w.:]*", ptx, re.M)
+    vector = sum(1 for x in loads if re.search(r"\.v[248]\b", x))
+    mma = len(re.findall(r"\b(?:wgmma\.mma_async|mma\.sync)", ptx))
+    return vector, len(loads) - vector, mma
 
 
 def compile_kernel(fn, pointers: dict[str, str], constexprs: dict, num_warps: int, num_stages: int,
@@ -92,7 +104,8 @@ def _stats(kernel: str, version: str, dtype: str, shape: str, tiles: str, fn, dt
            scalars: dict[str, str] | None = None):
     k = compile_kernel(fn, dtypes, constexprs, warps, stages, scalars)
     regs, stores, loads, stack = _ptxas_stats(k.asm["ptx"])
-    return Compiled(kernel, version, dtype, shape, tiles, warps, stages, regs, stores, loads, stack, k.metadata.shared)
+    return Compiled(kernel, version, dtype, shape, tiles, warps, stages, regs, stores, loads, stack, k.metadata.shared,
+                    *ptx_counts(k.asm["ptx"]))
 
 
 def _attention_pointers(dtype: str) -> dict[str, str]:
@@ -197,10 +210,11 @@ def traffic_table() -> list[str]:
 
 def render(rows: list[Compiled], header: list[str]) -> str:
     lines = [*header, "", "| kernel | version | dtype | shape | tiles | warps | stages | registers | spill st/ld (B) "
-             "| stack (B) | shared (B) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| stack (B) | shared (B) | ld.global vector/scalar | mma |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.kernel} | {r.version} | {r.dtype} | {r.shape} | {r.tiles} | {r.warps} | {r.stages} | "
-                     f"{r.regs} | {r.spill_stores}/{r.spill_loads} | {r.stack} | {r.shared} |")
+                     f"{r.regs} | {r.spill_stores}/{r.spill_loads} | {r.stack} | {r.shared} | "
+                     f"{r.ld_vector}/{r.ld_scalar} | {r.mma} |")
     return "\n".join(lines)
 
 
