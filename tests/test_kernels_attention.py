@@ -248,6 +248,16 @@ def test_q_slice_matches_reference(B, T, H, D, q_slice):
     _check_q_slice(B, T, H, D, q_slice)
 
 
+@pytest.mark.parametrize("T", [95, 200])
+def test_q_slice_at_gpu_tiles(T, monkeypatch):
+    """The bf16 GPU tiles (several key and query blocks per head) with the model's slice, in fp32 here."""
+    import fastgrok.kernels.rope_attention as module
+
+    config = module.block_config
+    monkeypatch.setattr(module, "block_config", lambda T, TQ, D, size, interpret: config(T, TQ, D, 2, interpret=False))
+    _check_q_slice(1, T, 2, 64, slice(1, None, 3))
+
+
 def test_q_slice_fp16():
     _check_q_slice(2, 95, 2, 32, slice(1, None, 3), torch.float16)
 
