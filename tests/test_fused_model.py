@@ -84,3 +84,33 @@ def test_fused_head_dim_is_checked_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="head_dim"):
         train(Config.preset("tiny", backend="fused", out_dir=str(tmp_path)), quiet=True)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_production_configuration_tracks_reference():
+    """As training runs on a GPU — fused backend, bf16 autocast, compiled fullgraph (aot_eager, the
+    backend a CPU allows here), AdamW — for a few steps on real batches, against the eager reference.
+    The interpreter rounds fp32 → bf16 by truncation, so agreement is to bf16 precision."""
+    from fastgrok import make_tasks, sample_batch
+
+    cfg = _cfg()
+    ref, fused = _pair(cfg)
+    torch._dynamo.reset()
+    step_fused = torch.compile(lambda b: z_loss(fused, b, 2), fullgraph=True, backend="aot_eager")
+    opts = [torch.optim.AdamW(m.parameters(), lr=3e-3) for m in (ref, fused)]
+    tasks = make_tasks(cfg.task)
+    losses = []
+    for step in range(3):
+        batch = sample_batch(cfg, tasks, step)
+        pair = []
+        for model, fn, opt in ((ref, lambda b: z_loss(ref, b, 2), opts[0]), (fused, step_fused, opts[1])):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = fn(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            pair.append(loss.item())
+        losses.append(pair)
+    for step, (r, f) in enumerate(losses):
+        assert abs(r - f) < 2e-2 * max(1.0, abs(r)), (step, r, f)
+    assert losses[-1][1] < losses[0][1]  # and it trains
