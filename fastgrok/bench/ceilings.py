@@ -11,6 +11,7 @@ wall-clock windows elsewhere (fastgrok.bench.core.measure).
 """
 from __future__ import annotations
 
+import functools
 import platform
 import shutil
 import subprocess
@@ -61,7 +62,7 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     try:
         src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
         dst = torch.empty_like(src)
-        t = measure(lambda: dst.copy_(src), device, quick=quick or toy)
+        t = measure(functools.partial(dst.copy_, src), device, quick=quick or toy)
         label = f"{nbytes / 2**20:g} MiB"
         rec.add([row("copy", "torch", "device-to-device", "bytes", label, t, "ms", device, scale=1e3),
                  row("copy", "torch", "device-to-device", "bytes", label, t.rate(2 * nbytes / 1e9), "GB/s", device)])

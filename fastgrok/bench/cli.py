@@ -69,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser, suite: bool = True) -> None:
     g.add_argument("--backend", default=None, choices=("reference", "fused"),
                    help="profile/paper-run: the model's backend (default fused)")
     g.add_argument("--top", type=int, default=None, help="profile: kernels listed (default 15)")
-    g.add_argument("--compile-backend", default=None, help="train/profile/kernels: torch.compile backend (default inductor)")
+    g.add_argument("--compile-backend", default=None,
+                   help="train/profile/kernels: torch.compile backend (default inductor)")
     if suite:
         p.add_argument("--from", dest="source", default=None, metavar="DIR",
                        help="merge: the folder whose rows (and paper_run-*.jsonl files) are added to OUT_DIR")

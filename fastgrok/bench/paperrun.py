@@ -70,12 +70,9 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     mode = "toy" if toy else preset
     for h in history:
         step, t = h["step"], h["time_s"]
-        one = lambda v, unit: row("paper_run", provider, mode, "step", step, Timing(v, v, v), unit, device)  # noqa: E731
         ms = (t - prev_t) / max(1, step - prev_step) * 1e3
-        rows.append(one(ms, "ms"))
-        rows.append(one(h["train_loss"], "train loss"))
-        for name, s in h["sets"].items():
-            rows.append(one(s["acc"], f"{name} acc"))
+        figures = [(ms, "ms"), (h["train_loss"], "train loss")] + [(s["acc"], f"{k} acc") for k, s in h["sets"].items()]
+        rows += [row("paper_run", provider, mode, "step", step, Timing(v, v, v), unit, device) for v, unit in figures]
         prev_step, prev_t = step, t
     rec.add(rows, log=False)
     for h in history:

@@ -255,7 +255,8 @@ def table(results: list[Compiled]) -> str:
     for c in results:
         used = ", ".join(c.labels[:4]) + (f" (+{len(c.labels) - 4})" if len(c.labels) > 4 else "")
         if c.error:
-            lines.append(f"| {c.kernel} | {c.consts} | {c.num_warps} | {c.num_stages} | FAILED: {c.error} | | | {used} |")
+            lines.append(f"| {c.kernel} | {c.consts} | {c.num_warps} | {c.num_stages} | FAILED: {c.error} | | | "
+                         f"{used} |")
         else:
             lines.append(f"| {c.kernel} | {c.consts} | {c.num_warps} | {c.num_stages} | {c.registers} | "
                          f"{c.spill_stores} / {c.spill_loads} | {c.shared} | {used} |")
