@@ -81,7 +81,7 @@ def test_script_dry_run_ceilings_and_paper_run(tmp_path):
     """The script's own plumbing (options, limits, summary, exit status) and stage 6, the time-boxed training
     run stopped by its timer's SIGINT, into a given folder."""
     out = tmp_path / "out"
-    r = _script("--dry-run", "--only", "1,6", str(out), env_extra={"GPU_CHECK_RUN_SECONDS": "6"})
+    r = _script("--dry-run", "--only", "1,6", str(out), env_extra={"GPU_CHECK_RUN_SECONDS": "4"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 ceilings: ok" in r.stdout and "6 paper run: ok" in r.stdout and "2 gpu tests" not in r.stdout
     assert (out / "ceilings.csv").is_file() and (out / "README.md").is_file()

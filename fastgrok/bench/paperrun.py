@@ -3,8 +3,9 @@ steps, so the record shows the early trajectory and the step time inside a train
 checkpoints and logging included), not only in a tight benchmark loop.
 
 The run is `fastgrok.train` itself. After `seconds` (counted from the start of this suite: start-up
-and compilation are inside the box) a timer sends the process SIGINT, which the trainer answers by
-finishing the step, saving `last.pt` and stopping — the Ctrl-C path. The run folder lives in a
+and compilation are inside the box; if no evaluation is written by then, at the first one, at most
+max(seconds, 60) later) a timer sends the process SIGINT, which the trainer answers by finishing the
+step, saving `last.pt` and stopping — the Ctrl-C path. The run folder lives in a
 temporary directory; its metrics.jsonl is copied to `<out_dir>/paper_run-<time>.jsonl`, and
 paper_run.csv gets per evaluation: ms/step over the interval before it (evaluation included; the
 first interval holds compilation), the training loss and each set's accuracy.
@@ -30,6 +31,14 @@ from .core import TOY, Recorder, Timing, row
 TOY_RUN = dict(TOY, depth=1, steps=100_000, eval_every=2)
 
 
+def _evaluated(metrics: Path) -> bool:
+    """Whether the run has written its first evaluation."""
+    try:
+        return metrics.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: str = "main", toy: bool = False,
         seconds: float = 180.0, eval_every: int = 500, backend: str = "fused", preset: str = "paper") -> None:
     """Train `preset` on `device` for about `seconds`, then record its evaluations."""
@@ -45,7 +54,17 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     cfg = cfg.override(out_dir=str(tmp), run_name="run")
     rec.log(f"paper-run: {preset if not toy else 'toy'} {provider} on {device} for {seconds:g} s, "
             f"evaluating every {cfg.train.eval_every} steps, run folder {tmp / 'run'}")
-    timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
+    metrics = tmp / "run" / "metrics.jsonl"
+    done = threading.Event()
+
+    def stop() -> None:  # at `seconds`, or once the first evaluation is written (at most max(seconds, 60) later)
+        deadline = time.monotonic() + max(seconds, 60.0)
+        while not done.is_set() and time.monotonic() < deadline and not _evaluated(metrics):
+            done.wait(0.5)
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(seconds, stop)
     t0 = time.perf_counter()
     timer.start()
     stopped = "finished"
@@ -54,9 +73,9 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     except KeyboardInterrupt as e:  # the timer's SIGINT: the trainer saved and stopped after a whole step
         stopped = str(e) or "interrupted"
     finally:
+        done.set()
         timer.cancel()
     rec.log(f"paper-run: {stopped} after {time.perf_counter() - t0:.1f} s")
-    metrics = tmp / "run" / "metrics.jsonl"
     history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
         if metrics.is_file() else []
     if not history:
