@@ -277,12 +277,19 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     results = compile_all(found, log=rec.log)
     target = f"sm_{ARCH} (offline)"
     dev, torch_v, triton_v, sha = env(torch.device("cpu"))
-    rows = []
+    rows, seen = [], set()
     for c in results:
         if c.error:
             rec.note(f"sm90: {c.kernel} {c.consts} failed: {c.error}")
             continue
-        x = f"{c.consts} w{c.num_warps} s{c.num_stages}"
+        # the first launch that asked for it names a configuration: equal constexprs can still differ in
+        # Triton's specialisation of the other arguments (T = 95 vs 64: divisible by 16 or not)
+        x = f"{c.labels[0]}: {c.consts} w{c.num_warps} s{c.num_stages}"
+        n = 2
+        while (c.kernel, x) in seen:
+            x = f"{c.labels[0]}: {c.consts} w{c.num_warps} s{c.num_stages} ({n})"
+            n += 1
+        seen.add((c.kernel, x))
         for unit, v in (("registers", c.registers), ("spill B", (c.spill_stores or 0) + (c.spill_loads or 0)),
                         ("shared B", c.shared)):
             r = row("sm90_compile", "triton", c.kernel, "config", x, Timing(v, v, v), unit, device)
