@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Callable
 
 import torch
@@ -125,6 +126,22 @@ def _kernel_module(module: str):
     else:
         loaded = importlib.import_module(module)
     return loaded
+
+
+# The module of each op's Triton kernels and launchers, for tools that inspect them (the offline sm_90
+# compile check, fastgrok.bench.sm90); the registry above is how the model and trainer get kernels.
+_KERNEL_MODULES: dict[str, str] = {
+    "attention": "fastgrok.kernels.rope_attention",
+    "embedding": "fastgrok.kernels.embedding",
+    "batchgen": "fastgrok.kernels.batchgen",
+}
+
+
+def kernel_module(op: str) -> ModuleType:
+    """The module holding `op`'s Triton kernels and launchers (imports it, so triton)."""
+    if op not in _KERNEL_MODULES:
+        raise ValueError(f"unknown op {op!r}; ops with kernels: {', '.join(_KERNEL_MODULES)}")
+    return importlib.import_module(_KERNEL_MODULES[op])
 
 
 def kernels_run_on(device: torch.device | str) -> bool:

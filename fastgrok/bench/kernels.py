@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..backends import get_op, kernel
+from ..backends import get_op, kernel, kernels_run_on
 from ..config import Config
 from ..data import split_source
 from ..tasks import make_tasks
@@ -106,9 +106,9 @@ def plan(device: torch.device, quick: bool, ops: tuple[str, ...] = OPS) -> list[
 
 
 # ---- providers --------------------------------------------------------------------------------------
-def available(provider: str, device: torch.device) -> str | None:
-    """None if the provider can run here, else why not."""
-    if provider.startswith("fused") and device.type != "cuda":
+def available(provider: str, device: torch.device, toy: bool = False) -> str | None:
+    """None if the provider can run here, else why not (toy: fused under Triton's interpreter too)."""
+    if provider.startswith("fused") and device.type != "cuda" and not (toy and kernels_run_on(device)):
         return "fused kernels are benchmarked on CUDA only (the CPU interpreter's timings mean nothing)"
     return None
 
@@ -132,13 +132,13 @@ class _Compiled:
 
 
 @functools.lru_cache(maxsize=None)
-def implementation(op: str, provider: str) -> Callable:
+def implementation(op: str, provider: str, compile_backend: str = "inductor") -> Callable:
     """The callable a provider runs for an op (compiled once per op; one static graph per shape)."""
     if provider == "reference":
         return get_op(op, "reference")
     if provider == "reference-compiled":
         _raise_recompile_limit()
-        return _Compiled(torch.compile(get_op(op, "reference"), dynamic=False))
+        return _Compiled(torch.compile(get_op(op, "reference"), dynamic=False, backend=compile_backend))
     if provider == "fused":
         return get_op(op, "fused")
     if provider == "fused-v1":
@@ -217,9 +217,9 @@ def rows_for(case: Case, provider: str, mode: str, work: Work, t: Timing, device
     return out
 
 
-def wanted(case: Case, provider: str, device: torch.device, compile: str) -> bool:
+def wanted(case: Case, provider: str, device: torch.device, compile: str, toy: bool = False) -> bool:
     """Whether a provider is measured at a case: it runs here, and compiled ones where `compile` asks."""
-    if available(provider, device):
+    if available(provider, device, toy):
         return False
     if provider == "fused-v1":  # the old kernels exist for attention only
         return case.op == "attention"
@@ -257,20 +257,34 @@ def items(device: torch.device, *, quick: bool = False, compile: str = "main", o
 
 
 def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: str = "main",
-        ops: tuple[str, ...] = OPS, providers: tuple[str, ...] = PROVIDERS) -> None:
-    """Measure every (case, provider, mode); compile: "all" shapes, "main" (the paper's shape) or "off"."""
+        ops: tuple[str, ...] = OPS, providers: tuple[str, ...] = PROVIDERS, sweeps: bool = True,
+        toy: bool = False, compile_backend: str = "inductor") -> None:
+    """Measure every (case, provider, mode); compile: "all" shapes, "main" (the paper's shape) or "off".
+
+    The main shape of every op comes first, then the sweeps (none with sweeps=False), so a run cut short
+    keeps the paper's figures. toy: the quick shapes only, fused too where Triton's interpreter is on
+    (a rehearsal: the timings mean nothing). compile_backend: torch.compile's, for reference-compiled."""
     for p in providers:
-        why = available(p, device)
+        if p not in PROVIDERS:
+            raise ValueError(f"unknown kernels provider {p!r}; providers: {', '.join(PROVIDERS)}")
+        why = available(p, device, toy)
         if why:
             rec.note(f"kernels: skipped {p}: {why}")
-    for case in plan(device, quick, ops):
+    for op in ops:
+        if op not in OPS:
+            raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+    cases = sorted(plan(device, quick or toy, ops), key=lambda c: not c.is_main)  # stable: op order kept
+    if toy or not sweeps:
+        cases = [c for c in cases if c.is_main]
+    for case in cases:
         for provider in providers:
-            if not wanted(case, provider, device, compile):
+            if not wanted(case, provider, device, compile, toy):
                 continue
             try:  # inputs built (and the compiled graph traced) once for all modes of a case
-                works = setup(case.op, case.dims, implementation(case.op, provider), device, provider)
+                works = setup(case.op, case.dims, implementation(case.op, provider, compile_backend), device)
                 for mode, work in works.items():
-                    rec.add(rows_for(case, provider, mode, work, measure(work.fn, device, quick=quick), device))
+                    rec.add(rows_for(case, provider, mode, work, measure(work.fn, device, quick=quick or toy),
+                                     device))
             except Exception as e:  # one failing provider or shape (a kernel bug, out of memory) must not end the run
                 rec.note(f"kernels: {case.op} {provider} {shape_label(case.op, case.dims)} failed: "
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
