@@ -242,11 +242,16 @@ def _fmt_rate(x: float) -> str:
 
 # ---- the loop ------------------------------------------------------------------------------------
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_at: int | None = None,
-          quiet: bool = False) -> TrainResult:
+          quiet: bool = False, on_eval: Callable[[dict[str, Any], Session], None] | None = None,
+          on_step: Callable[[int, Tensor, Session], None] | None = None) -> TrainResult:
     """Train (or resume) a run; returns its evaluation history, summary and folder.
 
     `stop_at` ends this call after that optimiser step (with a checkpoint), as a crash would, so the
     run can be resumed; the trajectory is unchanged.
+    Hooks (for other output formats, e.g. fastgrok.paper): `on_eval(record, session)` runs after each
+    evaluation record is appended to metrics.jsonl; `on_step(step, loss, session)` after every optimiser
+    step and its evaluation, with `step` the steps done and `loss` that step's loss as a device tensor
+    (reading it syncs). Both may read `session.model`; neither should change it.
     """
     ckpt: dict[str, Any] | None = None
     if resume is not None:
@@ -359,11 +364,15 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                 history.append(rec)
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
+                if on_eval is not None:
+                    on_eval(rec, sess)
                 save_last(step)
                 s = rec["sets"]
                 msg = (f"step {step} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
                        f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f} | {info.split(' | ', 1)[1]}")
                 rep.line(msg)
+            if on_step is not None:
+                on_step(step, loss, sess)
             if asked["stop"]:
                 raise KeyboardInterrupt
         if step == end and step % cfg.train.eval_every and step != cfg.train.steps:
