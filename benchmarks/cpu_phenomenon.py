@@ -106,6 +106,21 @@ GROUPS: dict[str, list[Run]] = {
         _r("p5-n16-a06-s10-long-wd2", [(0.5, "id_test", 0.35)], **{**SCOUT, "weight_decay": 2.0}, p=5, n_pl=4,
            alpha=0.6, n_shots=10, batch_size=64, steps=12000),
     ],
+    # Stage 5: p = 5 memorizes by step 1500 and has not generalized by step 6000 (its 10 test points
+    # never appear in training, for any task); p = 7 at α = 0.8 covers 39 of the 49 points.
+    "long2": [
+        _r("p7-n16-a08-s10", [(0.5, "id_test", 0.3)], **SCOUT, p=7, n_pl=4, alpha=0.8, n_shots=10,
+           batch_size=64, steps=6000),
+        _r("p7-n32r-a08-s10", [(0.5, "id_test", 0.3)], **SCOUT, p=7, selection="random", n_id=32, alpha=0.8,
+           n_shots=10, batch_size=64, steps=6000),
+    ],
+    # The laptop phase diagram: n_id × α at p = 5, 10 shots, 2500 steps (the `demo` preset's
+    # settings otherwise); no cut-off, every run goes to the end.
+    "grid": [
+        _r(f"grid-p5-n{n}-a{a}", **SCOUT, p=5, **sel, alpha=a, n_shots=10, batch_size=64, steps=2500)
+        for n, sel in ((8, dict(n_pl=2)), (16, dict(n_pl=4)), (20, dict(selection="random", n_id=20)))
+        for a in (0.4, 0.6)
+    ],
 }
 
 
@@ -118,7 +133,6 @@ def run_one(group: str, run: Run, threads: int, jobs: int) -> dict[str, Any]:
     import torch
     torch.set_num_threads(threads)
     import fastgrok
-    from fastgrok.envinfo import git_sha
 
     out = tempfile.mkdtemp(prefix="fastgrok-phen-")
     cfg = fastgrok.Config.preset("quick", **run.overrides, out_dir=out, run_name=run.label)
@@ -141,17 +155,26 @@ def run_one(group: str, run: Run, threads: int, jobs: int) -> dict[str, Any]:
             break
     wall = time.perf_counter() - t0
     shutil.rmtree(out, ignore_errors=True)
+    return make_row(group, run, cfg, history, wall, cut_reason, threads, jobs, load_start)
+
+
+def make_row(group: str, run: Run, cfg: Any, history: list[dict[str, Any]], wall: float, cut_reason: str,
+             threads: int, jobs: int, load_start: float) -> dict[str, Any]:
+    """The CSV row of one configuration from its evaluation history (the lines of metrics.jsonl)."""
+    import torch
+    from fastgrok.envinfo import git_sha
+
     last = history[-1]
     best = {s: max(_acc_last(r, s) for r in history) for s in SETS}
     thr = cfg.train.phase_threshold
     solved = {s: next((r["step"] for r in history if _acc_last(r, s) >= thr), "") for s in SETS}
     best_ood = max(history, key=lambda r: _acc_last(r, "ood_test"))
     t, m, tr = cfg.task, cfg.model, cfg.train
-    row = dict(
+    return dict(
         group=group, label=run.label, overrides=json.dumps(run.overrides, sort_keys=True),
         p=t.p, n_id=t.n_pretrain, n_ood=t.p ** t.n_var - t.n_pretrain, alpha=t.alpha, n_shots=t.n_shots,
         sampling=t.sampling, depth=m.depth, n_embd=m.n_embd, batch_size=tr.batch_size, lr=tr.lr,
-        weight_decay=tr.weight_decay, warmup=tr.warmup, steps_planned=steps, steps=last["step"], cut=cut_reason,
+        weight_decay=tr.weight_decay, warmup=tr.warmup, steps_planned=tr.steps, steps=last["step"], cut=cut_reason,
         wall_s=round(wall, 1), ms_per_step=round(1e3 * wall / last["step"], 1), threads=threads, jobs=jobs,
         load_start=round(load_start, 2), load_end=round(os.getloadavg()[0], 2),
         **{f"final_{s}": round(_acc_last(last, s), 3) for s in SETS},
@@ -161,7 +184,6 @@ def run_one(group: str, run: Run, threads: int, jobs: int) -> dict[str, Any]:
         phase=last["phase"], best_ood_step=best_ood["step"], torch=torch.__version__, git_sha=git_sha() or "",
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    return row
 
 
 def _worker(args: tuple[str, Run, int, int]) -> dict[str, Any]:
