@@ -7,9 +7,11 @@ Every configuration of the named groups is trained with `fastgrok.train` (refere
 CPU), `--jobs` processes at once with `--threads` torch threads each, and one row per configuration
 is appended to bench_results/cpu_phenomenon.csv: the overrides, steps, wall time, ms/step, the
 machine load, final and best last-shot accuracy of the four sets, the first step each set was
-solved, the phase, and whether the run was cut off early (a trajectory judged hopeless at a
-checkpoint — see `Run.cut`). The groups are the search in the order it was run; the machine is
-shared, so compare times only beside the load columns.
+solved, the phase, and a note: why a run was cut off early (a trajectory judged hopeless at a
+checkpoint — see `Run.cut`), stopped by hand, or how it was timed (group `demo`: the preset run
+by `fastgrok train --preset demo` in fresh processes, recorded with `make_row`). The groups are the
+search in the order it was run; the machine is shared, so compare times only beside the load
+columns.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from typing import Any
 SETS = ("train", "id_test", "ood_train", "ood_test")
 CSV_PATH = Path(__file__).resolve().parent.parent / "bench_results" / "cpu_phenomenon.csv"
 COLUMNS = (["group", "label", "overrides", "p", "n_id", "n_ood", "alpha", "n_shots", "sampling", "depth",
-            "n_embd", "batch_size", "lr", "weight_decay", "warmup", "steps_planned", "steps", "cut",
+            "n_embd", "batch_size", "lr", "weight_decay", "warmup", "steps_planned", "steps", "note",
             "wall_s", "ms_per_step", "threads", "jobs", "load_start", "load_end"]
            + [f"final_{s}" for s in SETS] + [f"best_{s}" for s in SETS] + [f"solved_step_{s}" for s in SETS]
            + ["final_id_test_shot0", "phase", "best_ood_step", "torch", "git_sha", "timestamp"])
@@ -121,6 +123,22 @@ GROUPS: dict[str, list[Run]] = {
         for n, sel in ((8, dict(n_pl=2)), (16, dict(n_pl=4)), (20, dict(selection="random", n_id=20)))
         for a in (0.4, 0.6)
     ],
+    # Stage 6: in the grid, n_id 20 at α 0.6 fits its tasks slowest and has the highest i.d. test
+    # accuracy at step 2500 (0.41): run it longer, with weight decay 1.0 and 2.0.
+    "long3": [
+        _r("p5-n20r-a06-s10-long", [(0.5, "id_test", 0.3)], **SCOUT, p=5, selection="random", n_id=20, alpha=0.6,
+           n_shots=10, batch_size=64, steps=8000),
+        _r("p5-n20r-a06-s10-long-wd2", [(0.5, "id_test", 0.3)], **{**SCOUT, "weight_decay": 2.0}, p=5,
+           selection="random", n_id=20, alpha=0.6, n_shots=10, batch_size=64, steps=8000),
+    ],
+    # Stage 7: with weight decay 2.0, n_id 20 of 25 starts to solve new tasks on training inputs
+    # (o.o.d. train 0.75 at step 6000) and i.d. test rises (0.56): run it to 16000 steps, wd 2 and 3.
+    "long4": [
+        _r("p5-n20r-a06-s10-wd2-16k", **{**SCOUT, "weight_decay": 2.0}, p=5, selection="random", n_id=20,
+           alpha=0.6, n_shots=10, batch_size=64, steps=16000),
+        _r("p5-n20r-a06-s10-wd3-16k", **{**SCOUT, "weight_decay": 3.0}, p=5, selection="random", n_id=20,
+           alpha=0.6, n_shots=10, batch_size=64, steps=16000),
+    ],
 }
 
 
@@ -174,7 +192,7 @@ def make_row(group: str, run: Run, cfg: Any, history: list[dict[str, Any]], wall
         group=group, label=run.label, overrides=json.dumps(run.overrides, sort_keys=True),
         p=t.p, n_id=t.n_pretrain, n_ood=t.p ** t.n_var - t.n_pretrain, alpha=t.alpha, n_shots=t.n_shots,
         sampling=t.sampling, depth=m.depth, n_embd=m.n_embd, batch_size=tr.batch_size, lr=tr.lr,
-        weight_decay=tr.weight_decay, warmup=tr.warmup, steps_planned=tr.steps, steps=last["step"], cut=cut_reason,
+        weight_decay=tr.weight_decay, warmup=tr.warmup, steps_planned=tr.steps, steps=last["step"], note=cut_reason,
         wall_s=round(wall, 1), ms_per_step=round(1e3 * wall / last["step"], 1), threads=threads, jobs=jobs,
         load_start=round(load_start, 2), load_end=round(os.getloadavg()[0], 2),
         **{f"final_{s}": round(_acc_last(last, s), 3) for s in SETS},
@@ -192,7 +210,7 @@ def _worker(args: tuple[str, Run, int, int]) -> dict[str, Any]:
     except Exception as e:  # a bad config is a result too; keep the search going
         group, run, threads, jobs = args
         return dict(group=group, label=run.label, overrides=json.dumps(run.overrides, sort_keys=True),
-                    cut=f"error: {type(e).__name__}: {str(e)[:160]}", threads=threads, jobs=jobs)
+                    note=f"error: {type(e).__name__}: {str(e)[:160]}", threads=threads, jobs=jobs)
 
 
 def append_row(row: dict[str, Any], path: Path = CSV_PATH) -> None:
@@ -207,12 +225,12 @@ def append_row(row: dict[str, Any], path: Path = CSV_PATH) -> None:
 
 def _show(row: dict[str, Any]) -> str:
     if "wall_s" not in row or row.get("wall_s", "") == "":
-        return f"{row['label']}: {row.get('cut')}"
+        return f"{row['label']}: {row.get('note')}"
     fin = " ".join(f"{row[f'final_{s}']:.2f}" for s in SETS)
     best = " ".join(f"{row[f'best_{s}']:.2f}" for s in SETS)
     return (f"{row['label']:<24} {row['steps']:>6} st {row['wall_s']:>6.0f}s {row['ms_per_step']:>5.0f} ms/st "
             f"load {row['load_start']:.1f} | final {fin} | best {best} | {row['phase']} "
-            f"| solved {[row[f'solved_step_{s}'] for s in SETS]} {('CUT ' + row['cut']) if row['cut'] else ''}")
+            f"| solved {[row[f'solved_step_{s}'] for s in SETS]} {row['note']}")
 
 
 def main(argv: list[str] | None = None) -> int:
