@@ -148,6 +148,13 @@ GROUPS: dict[str, list[Run]] = {
         _r("p5-n20r-a06-s10-wd2-6k", **{**SCOUT, "weight_decay": 2.0}, p=5, selection="random", n_id=20,
            alpha=0.6, n_shots=10, batch_size=64, steps=6000),
     ],
+    # Stage 9: is the demo a lucky seed? The same config with another model seed, another data seed.
+    "seeds": [
+        _r("demo-seed2", **{**SCOUT, "weight_decay": 2.0, "seed": 2}, p=5, selection="random", n_id=20,
+           alpha=0.6, n_shots=10, batch_size=64, steps=8000),
+        _r("demo-data_seed1", **{**SCOUT, "weight_decay": 2.0, "data_seed": 1}, p=5, selection="random", n_id=20,
+           alpha=0.6, n_shots=10, batch_size=64, steps=8000),
+    ],
 }
 
 
