@@ -5,26 +5,28 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 from torch import Tensor
 
-from . import distributed
+from . import distributed, runfolder
 from .backends import check_runnable, resolve_ops
-from .checkpoint import CheckpointError, atomic_save, atomic_write_text, load_file
-from .config import Config
+from .checkpoint import CheckpointError
+from .config import DEFAULT_PRESET, Config
 from .data import SPLITS, BatchSource, split_source
 from .envinfo import environment, peak_flops
+from .memory import check_fits
 from .metrics import SetAccumulator, classify_phase, z_logits_targets, z_loss
 from .model import GPT, swiglu_hidden
+from .runfolder import RunFolder
 from .tasks import Tasks, make_tasks
 
 LOG_EVERY = 50  # steps between progress updates (one host sync each)
@@ -135,9 +137,11 @@ class Session:
 
 
 def build(cfg: Config, dist: distributed.Dist = distributed.SINGLE) -> Session:
-    """Tasks, batch sources, model (seeded by cfg.seed), optimizer and (optionally) the compiled model."""
+    """Tasks, batch sources, model (seeded by cfg.seed), optimizer and (optionally) the compiled model;
+    a config whose memory estimate exceeds the device is refused before anything is allocated."""
     device = dist.device(cfg.train.device)  # DDP: cuda:LOCAL_RANK
     dist.check_batch(cfg.train.batch_size)
+    check_fits(cfg, device)
     amp = autocast_dtype(cfg, device)
     if amp is torch.float16 and device.type == "cpu":
         raise ValueError("dtype='fp16' autocast is for CUDA; use fp32 or bf16 on the CPU")
@@ -154,60 +158,21 @@ def build(cfg: Config, dist: distributed.Dist = distributed.SINGLE) -> Session:
     return Session(cfg, device, amp, tasks, ops, train_src, eval_srcs, model, fwd, opt, dist)
 
 
-def train_step(s: Session, step: int) -> Tensor:
-    """One optimiser step on training batch `step`; returns the loss as a device tensor (no sync)."""
+def train_step(s: Session, step: int, interruptible: Callable[[], ContextManager] = contextlib.nullcontext) -> Tensor:
+    """One optimiser step on training batch `step`; returns the loss as a device tensor (no sync).
+    A KeyboardInterrupt may stop it only inside `interruptible()`: before any state is updated."""
     for g in s.opt.param_groups:
         g["lr"] = lr_at(step, s.cfg)
     batch = s.dist.batch(s.ops.batchgen, s.train_src, step)  # DDP: this rank's rows of the global batch
-    with _autocast(s.device, s.amp):
-        loss = z_loss(s.fwd, batch, s.cfg.task.n_var)
-    loss.backward()
+    with interruptible():
+        with _autocast(s.device, s.amp):
+            loss = z_loss(s.fwd, batch, s.cfg.task.n_var)
+        loss.backward()
     if s.cfg.train.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.train.grad_clip)
     s.opt.step()
     s.opt.zero_grad(set_to_none=True)
     return loss.detach()
-
-
-def default_run_name(cfg: Config) -> str:
-    t, m = cfg.task, cfg.model
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}_p{t.p}_nid{t.n_pretrain}_a{t.alpha:g}_d{m.depth}_w{m.n_embd}_s{cfg.train.seed}"
-
-
-def _new_run_dir(cfg: Config) -> Path:
-    root = Path(cfg.train.out_dir)
-    name = cfg.train.run_name or default_run_name(cfg)
-    run_dir = root / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if cfg.train.run_name:
-            raise ValueError(f"run folder {str(run_dir)!r} already holds a run: resume it with --resume, "
-                             "or pick another run_name")
-        i = 1
-        while (root / f"{name}-{i}").exists():
-            i += 1
-        run_dir = root / f"{name}-{i}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def load_run(run_dir: str | Path) -> tuple[Config, dict[str, Any]]:
-    """The config and last checkpoint of a run folder, with clear errors for what is missing."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder {str(run_dir)!r} does not exist")
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{str(run_dir)!r} is not a fastgrok run folder (no config.json)")
-    try:
-        cfg = Config.from_dict(json.loads(cfg_path.read_text()))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path} is corrupt: {e}") from None
-    ckpt = load_file(run_dir / "last.pt")
-    needed = ("model", "optimizer", "step")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed):
-        raise CheckpointError(f"{run_dir / 'last.pt'} is not a fastgrok training checkpoint")
-    return cfg, ckpt
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -249,56 +214,163 @@ def _fmt_rate(x: float) -> str:
 
 # ---- the loop ------------------------------------------------------------------------------------
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_at: int | None = None,
-          quiet: bool = False) -> TrainResult:
+          quiet: bool = False, on_eval: Callable[[dict[str, Any], Session], None] | None = None,
+          on_step: Callable[[int, Tensor, Session], None] | None = None) -> TrainResult:
     """Train (or resume) a run; returns its evaluation history, summary and folder.
 
     `stop_at` ends this call after that optimiser step (with a checkpoint), as a crash would, so the
-    run can be resumed; the trajectory is unchanged.
+    run can be resumed; the trajectory is unchanged. A run folder is owned by one process at a time
+    (runfolder.RunFolderBusy for a second); a run that fails before its first step leaves no folder.
+    Hooks (for other output formats, e.g. fastgrok.paper): `on_eval(record, session)` runs after each
+    evaluation record is appended to metrics.jsonl; `on_step(step, loss, session)` after every optimiser
+    step and its evaluation, with `step` the steps done and `loss` that step's loss as a device tensor
+    (reading it syncs). Both may read `session.model`; neither should change it.
+    Under torchrun (inside `distributed.launched()`) rank 0 alone owns (locks) and writes the run folder and
+    prints; the other ranks get the config, checkpoint and history from it. The hooks run on every rank
+    (`session.dist.is_main` tells rank 0). Ctrl-C ends every rank at once, keeping the last checkpoint.
     """
-    ckpt: dict[str, Any] | None = None
+    _check_train_args(cfg, resume, stop_at)
     dist = distributed.current()  # DDP: torchrun's rank and world size (one process: SINGLE)
     quiet = quiet or not dist.is_main  # DDP: rank 0 prints
-    if resume is not None:
-        saved, ckpt = dist.on_main(lambda: load_run(resume))  # DDP: rank 0 reads, every rank gets it
-        if cfg is not None and cfg != saved:
-            raise ValueError("resume continues the saved config; pass no other config with it")
-        cfg, run_dir = saved, Path(resume)
-    elif cfg is None:
-        cfg = Config.preset("quick")
-    if stop_at is not None and stop_at < 1:
-        raise ValueError(f"stop_at={stop_at} must be ≥ 1")
-
     t0 = time.perf_counter()
-    sess = build(cfg, dist)
-    device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
-    start, best = 0, {"step": None, "ood_test_acc": -1.0}
-    if ckpt is not None:
-        start, best = int(ckpt["step"]), ckpt.get("best", best)
-        if stop_at is not None and stop_at <= start:
-            raise ValueError(f"stop_at={stop_at} is not after the checkpoint's step {start}")
-        if start >= cfg.train.steps:
-            raise ValueError(f"the run in {run_dir} already finished ({start}/{cfg.train.steps} steps)")
+    run: RunFolder | _RankRun | None = None
+    started = False
+    try:
+        ckpt: dict[str, Any] | None = None
+        if resume is not None:
+            def open_main() -> tuple[Path, Config, dict[str, Any] | None]:  # DDP: rank 0 locks and reads
+                nonlocal run
+                run = runfolder.open_run(resume)
+                return run.path, run.cfg, run.checkpoint()  # no checkpoint yet: the run starts again from step 0
+            path, saved, ckpt = dist.on_main(open_main)  # DDP: every rank gets the config and checkpoint
+            if run is None:
+                run = _RankRun(path, saved)
+            if cfg is not None and cfg != saved:
+                raise ValueError("resume continues the saved config; pass no other config with it")
+            cfg = saved
+        elif cfg is None:
+            cfg = Config.preset(DEFAULT_PRESET)
+        start = int(ckpt["step"]) if ckpt is not None else 0
+        if run is not None:
+            if stop_at is not None and stop_at <= start:
+                raise ValueError(f"stop_at={stop_at} is not after the checkpoint's step {start}")
+            if start >= cfg.train.steps:
+                raise ValueError(f"the run in {run.path} already finished ({start}/{cfg.train.steps} steps)")
+        sess = build(cfg, dist)
+        if ckpt is not None:
+            try:
+                sess.model.load_state_dict(ckpt["model"])
+                sess.opt.load_state_dict(ckpt["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise CheckpointError(f"{run.path / 'last.pt'} does not fit the saved config: "
+                                      f"{str(e).splitlines()[0][:200]}") from None
+        if run is None:
+            def create_main() -> tuple[Path, list[str]]:  # DDP: rank 0 makes, locks and owns the folder
+                nonlocal run
+                run = runfolder.create(cfg)
+                return run.path, run.stale_removed
+            path, stale = dist.on_main(create_main)  # DDP: every rank learns its name
+            if run is None:
+                run = _RankRun(path, cfg, created=True, stale_removed=stale)
+
+        def on_start() -> None:  # from the first step on, the folder is a run (resumable, from step 0 at least)
+            nonlocal started
+            started = True
+
+        return _loop(sess, run, ckpt, start, stop_at, quiet, t0, on_start, on_eval, on_step)
+    except BaseException as e:
+        if not started and run is not None and run.created:
+            run.discard()
+        if isinstance(e, KeyboardInterrupt) and not started:
+            raise KeyboardInterrupt("interrupted before training started") from None
+        raise
+    finally:
+        if run is not None:
+            run.close()
+
+
+@dataclass
+class _RankRun:
+    """The run folder as a rank other than 0 sees it under DDP: its name, no lock, no writes (rank 0 owns it)."""
+
+    path: Path
+    cfg: Config
+    created: bool = False
+    stale_removed: list[str] = field(default_factory=list)
+
+    def write_json(self, name: str, obj: Any) -> None: ...
+    def rewrite_history(self, records: list[dict[str, Any]]) -> None: ...
+    def append(self, record: dict[str, Any]) -> None: ...
+    def save_last(self, state: dict[str, Any]) -> None: ...
+    def save_best(self, state: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+    def discard(self) -> None: ...
+
+
+def _check_train_args(cfg: Any, resume: Any, stop_at: Any) -> None:
+    if cfg is not None and not isinstance(cfg, Config):
+        raise TypeError(f"train(cfg) takes a Config (e.g. Config.preset('tiny')), got {type(cfg).__name__} "
+                        f"{cfg!r:.60}")
+    if resume is not None and not isinstance(resume, (str, os.PathLike)):
+        raise TypeError(f"resume must be the path of a run folder, got {type(resume).__name__} {resume!r:.60}")
+    if isinstance(resume, str) and not resume.strip():
+        raise ValueError("resume='' names no run folder: give the folder of the run to continue")
+    if stop_at is not None:
+        if not isinstance(stop_at, int) or isinstance(stop_at, bool):
+            raise TypeError(f"stop_at must be an int step, got {type(stop_at).__name__} {stop_at!r:.60}")
+        if stop_at < 1:
+            raise ValueError(f"stop_at={stop_at} must be ≥ 1")
+
+
+class _Interrupts:
+    """Ctrl-C during the loop. The first asks to stop after the current step (save, then exit); a second
+    stops at once, but only inside `interruptible()` — the forward/backward pass and the evaluation,
+    which change no saved state — so a parameter update, a record or a checkpoint is never cut half-way
+    (an evaluation cut short is redone on resume)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.open = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count >= 2 and self.open:
+            self.open = False
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.count >= 2:
+            raise KeyboardInterrupt
+        self.open = True
         try:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{run_dir / 'last.pt'} does not fit the saved config: "
-                                  f"{str(e).splitlines()[0][:200]}") from None
-    else:
-        def new_run() -> Path:  # DDP: rank 0 makes the folder, every rank learns its name
-            run_dir = _new_run_dir(cfg)
-            atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run_dir / "config.json")
-            return run_dir
-        run_dir = dist.on_main(new_run)
+            yield
+        finally:
+            self.open = False
+
+
+def _is_eval_step(step: int, cfg: Config) -> bool:
+    return step % cfg.train.eval_every == 0 or step == cfg.train.steps
+
+
+def _loop(sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None, start: int, stop_at: int | None,
+          quiet: bool, t0: float, on_start: Callable[[], None],
+          on_eval: Callable[[dict[str, Any], Session], None] | None = None,
+          on_step: Callable[[int, Tensor, Session], None] | None = None) -> TrainResult:
+    cfg, run_dir, dist = sess.cfg, run.path, sess.dist
+    device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
+    best = dict(ckpt.get("best", {})) if ckpt is not None else {}
+    best = best or {"step": None, "ood_test_acc": -1.0}
     env = environment(device) | {"argv": sys.argv, "backends": dict(ops.names), "compile": use_compile(cfg, device),
                                  "autocast": str(amp) if amp else "fp32", "params": model.num_params()}
     env |= dist.describe()  # DDP: world size and process-group backend
-    metrics_path = run_dir / "metrics.jsonl"
-    history = _read_history(metrics_path, upto=start)
-    if dist.is_main:  # DDP: rank 0 writes
-        env_name = "env.json" if ckpt is None else f"env-resume-{start}.json"
-        atomic_write_text(json.dumps(env, indent=2) + "\n", run_dir / env_name)
-        atomic_write_text("".join(json.dumps(r) + "\n" for r in history), metrics_path)
+
+    def prepare() -> list[dict[str, Any]]:  # DDP: rank 0 writes, every rank gets the history
+        run.write_json("env.json" if ckpt is None and run.created else f"env-resume-{start}.json", env)
+        history = run.history(upto=start)  # records past the checkpoint (whole or torn) are dropped
+        run.rewrite_history(history)
+        return history
+    history = dist.on_main(prepare)
     startup_s = time.perf_counter() - t0
 
     end = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
@@ -307,8 +379,10 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     rep.line(f"config {json.dumps(cfg.to_flat())}")
     rep.line(f"env {env['device']} | torch {env['torch']} | triton {env['triton']} | params {env['params']:,} | "
              f"backends {dict(ops.names)} | compile {env['compile']} | autocast {env['autocast']} | "
-             f"start-up {startup_s:.2f}s" + (f" | resumed at step {start}" if ckpt else "")
+             f"start-up {startup_s:.2f}s" + (f" | resumed at step {start}" if run.created is False else "")
              + (f" | DDP over {dist.world_size} ranks ({dist.backend})" if dist.enabled else ""))
+    if run.stale_removed:
+        rep.line(f"removed stale temporary files of a killed run: {', '.join(run.stale_removed)}")
 
     tokens_per_step = cfg.train.batch_size * (cfg.task.seq_len - 1)
     flops = train_flops_per_step(cfg)
@@ -319,12 +393,11 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     step = start
     t_last, s_last = time.perf_counter(), start
     loop_t0 = time.perf_counter()
+    info = ""
 
     def save_last(path_step: int) -> None:
-        if not dist.is_main:  # DDP: rank 0 writes
-            return
-        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": path_step, "best": best,
-                     "interval_losses": interval_losses, "config": cfg.to_dict()}, run_dir / "last.pt")
+        run.save_last({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": path_step, "best": best,
+                       "interval_losses": interval_losses, "config": cfg.to_dict()})
 
     flushed = start
 
@@ -336,31 +409,46 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
         for i, v in enumerate(vals):
             if not math.isfinite(v):
                 bad = flushed + i + 1
-                last_ok = _last_checkpoint_step(run_dir)
+                last_ok = dist.on_main(lambda: run.checkpoint_step())  # DDP: every rank stops here alike
                 where = (f"the last good checkpoint (step {last_ok}) is {run_dir / 'last.pt'}"
-                         if last_ok is not None else "no checkpoint was written before it")
+                         if last_ok is not None else "no checkpoint was written before it (--resume starts at step 0)")
                 raise TrainingError(f"loss is {v} at step {bad}: training stopped; {where}")
         flushed = upto
         all_losses.extend(vals)
         interval_losses.extend(vals)
 
-    # Ctrl-C finishes the current step, then saves and stops (a second Ctrl-C stops at once).
-    asked = {"stop": False}
+    def record_evaluation(at: int) -> None:
+        """Evaluate, then write best.pt, the record and last.pt, in that order (runfolder's protocol)."""
+        with interrupts.interruptible():
+            sets = evaluate(sess.fwd, sess.eval_srcs, cfg, ops.batchgen, device, amp, dist)
+        rec = _record(cfg, sets, at, interval_losses, loop_t0, tokens_per_step)
+        if sets["ood_test"]["acc"] > best["ood_test_acc"]:  # DDP: every rank keeps `best`, rank 0 writes
+            run.save_best({"model": model.state_dict(), "step": at, "metrics": sets, "config": cfg.to_dict()})
+            best.update(step=at, ood_test_acc=sets["ood_test"]["acc"])
+        run.append(rec)
+        history.append(rec)
+        if on_eval is not None:
+            on_eval(rec, sess)
+        interval_losses.clear()
+        save_last(at)
+        s = rec["sets"]
+        rep.line(f"step {at} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
+                 f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f}"
+                 + (f" | {info.split(' | ', 1)[1]}" if info else ""))
 
-    def on_sigint(signum, frame):
-        if asked["stop"]:
-            raise KeyboardInterrupt
-        asked["stop"] = True
-
+    interrupts = _Interrupts()
     main_thread = threading.current_thread() is threading.main_thread()
     # DDP: no step-finishing Ctrl-C (the ranks would stop at different steps); the last checkpoint stays
-    old_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread and not dist.enabled else None
+    old_handler = signal.signal(signal.SIGINT, interrupts.handler) if main_thread and not dist.enabled else None
+    on_start()
     try:
+        if ckpt is not None and _is_eval_step(start, cfg) and not any(r["step"] == start for r in history):
+            record_evaluation(start)  # its evaluation was cut short before the record was written
         while step < end:
-            loss = train_step(sess, step)
+            loss = train_step(sess, step, interrupts.interruptible)
             window[step % LOG_EVERY] = loss
             step += 1
-            is_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps
+            is_eval = _is_eval_step(step, cfg)
             if step % LOG_EVERY == 0 or is_eval or step == end:
                 flush(step)
                 now = time.perf_counter()
@@ -372,28 +460,19 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                     info += f" | {100 * flops / dt / peak:.0f}% MFU"
                 rep.update(step, info)
             if is_eval:
-                rec = _evaluate_and_save(model, sess.fwd, sess.eval_srcs, cfg, ops, device, amp, step, interval_losses,
-                                         best, run_dir, loop_t0, start, tokens_per_step, dist)
-                interval_losses = []
-                history.append(rec)
-                if dist.is_main:  # DDP: rank 0 writes
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
-                save_last(step)
-                s = rec["sets"]
-                msg = (f"step {step} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
-                       f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f} | {info.split(' | ', 1)[1]}")
-                rep.line(msg)
-            if asked["stop"]:
+                record_evaluation(step)
+            if on_step is not None:
+                on_step(step, loss, sess)
+            if interrupts.count:
                 raise KeyboardInterrupt
-        if step == end and step % cfg.train.eval_every and step != cfg.train.steps:
+        if step == end and not _is_eval_step(step, cfg):
             save_last(step)  # stop_at between evaluations: keep the exact state for --resume
     except KeyboardInterrupt:
         if dist.enabled:  # DDP: no collective here, the other ranks may be gone
             raise KeyboardInterrupt(f"interrupted near step {step}; resume from the last checkpoint with "
                                     f"`fastgrok train --resume {run_dir}`") from None
         flush(step)
-        save_last(step)
+        save_last(step)  # the state after `step` whole steps (a cut step changed nothing saved)
         rep.close()
         raise KeyboardInterrupt(f"interrupted at step {step}; saved {run_dir / 'last.pt'}: "
                                 f"resume with `fastgrok train --resume {run_dir}`") from None
@@ -404,18 +483,18 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
 
     elapsed = time.perf_counter() - loop_t0
     summary = _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir)
-    if step == cfg.train.steps and dist.is_main:  # DDP: rank 0 writes
-        atomic_write_text(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json")
+    if step == cfg.train.steps:
+        run.write_json("summary.json", summary)
     if not quiet:
         print_summary(summary)
     return TrainResult(run_dir=run_dir, history=history, summary=summary, losses=all_losses)
 
 
-def _evaluate_and_save(model, fwd, eval_srcs, cfg, ops, device, amp, step, interval_losses, best, run_dir,
-                       loop_t0, start, tokens_per_step, dist=distributed.SINGLE) -> dict[str, Any]:
-    sets = evaluate(fwd, eval_srcs, cfg, ops.batchgen, device, amp, dist)
+def _record(cfg: Config, sets: dict[str, Any], step: int, interval_losses: list[float], loop_t0: float,
+            tokens_per_step: int) -> dict[str, Any]:
+    """One line of metrics.jsonl ("step" first: it stays readable in a torn line)."""
     phase, solved = classify_phase(sets, cfg.train.phase_threshold)
-    rec = {
+    return {
         "step": step,
         "tokens": step * tokens_per_step,
         "lr": lr_at(step - 1, cfg),
@@ -425,39 +504,6 @@ def _evaluate_and_save(model, fwd, eval_srcs, cfg, ops, device, amp, step, inter
         "solved": solved,
         "sets": sets,
     }
-    if sets["ood_test"]["acc"] > best["ood_test_acc"]:
-        best.update(step=step, ood_test_acc=sets["ood_test"]["acc"])
-        if dist.is_main:  # DDP: rank 0 writes
-            atomic_save({"model": model.state_dict(), "step": step, "metrics": sets, "config": cfg.to_dict()},
-                        run_dir / "best.pt")
-    return rec
-
-
-def _read_history(path: Path, upto: int) -> list[dict[str, Any]]:
-    """Evaluation records of a run up to a step (records past a resumed checkpoint are dropped)."""
-    if not path.is_file():
-        return []
-    out = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{path} line {i + 1} is corrupt") from None
-        if rec.get("step", 0) <= upto:
-            out.append(rec)
-    return out
-
-
-def _last_checkpoint_step(run_dir: Path) -> int | None:
-    path = run_dir / "last.pt"
-    if not path.is_file():
-        return None
-    try:
-        return int(load_file(path)["step"])
-    except Exception:
-        return None
 
 
 def _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir):

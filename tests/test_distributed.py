@@ -132,6 +132,15 @@ with distributed.launched(error_timeout=timedelta(seconds=3)) as d:
             call()
         except ValueError as e:  # every rank raises it; rank 0 alone reports it
             res[name] = [type(e).__name__, str(e), d.report(e)]
+    # rank 0 alone owns a run folder: one owned elsewhere (here by rank 0 itself) is refused on every rank alike
+    from fastgrok import runfolder
+    held = runfolder.lock(out / "ddp-half") if d.is_main else None
+    try:
+        train(resume=out / "ddp-half", quiet=True)
+    except ValueError as e:
+        res["busy"] = [type(e).__name__, str(e)]
+    if held is not None:
+        held.release()
     # the training benchmark under torchrun: rank 0 records the rows
     from fastgrok.bench import train as bench_train
     from fastgrok.bench.core import Recorder
@@ -185,18 +194,20 @@ def test_two_ranks_train_the_one_process_run(tmp_path):
             close([ma["loss"], ma["loss_last"]], [mb["loss"], mb["loss_last"]])
     close([r["train_loss"] for r in h2], [r["train_loss"] for r in h1])
 
-    # rank 0 alone wrote the run folder; env.json says how it ran
+    # rank 0 alone wrote (and locked: a second rank taking the lock would fail as RunFolderBusy) the run
+    # folder; env.json says how it ran
     env = json.loads((tmp_path / "ddp-full" / "env.json").read_text())
     assert env["world_size"] == 2 and env["dist_backend"] == "gloo"
     assert {p.name for p in (tmp_path / "ddp-full").iterdir()} == \
-        {"config.json", "env.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json"}
+        {".lock", "config.json", "env.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json"}
     assert json.loads((tmp_path / "one-half" / "env-resume-15.json").read_text())["world_size"] == 2
 
     # bad input: the same error on both ranks, one line (rank 0's); an error on one rank alone: its own line
     for res in ranks:
         assert res["odd"][:2] == ["ValueError", "batch_size=15 does not divide over 2 ranks (WORLD_SIZE): the global "
                                                 "batch is split evenly, so use a multiple of 2"]
-        assert res["missing"][0] == "CheckpointError" and "does not exist" in res["missing"][1]
+        assert res["missing"][0] == "RunFolderError" and "does not exist" in res["missing"][1]
+        assert res["busy"][0] == "RunFolderBusy" and "ddp-half" in res["busy"][1]
     assert ranks[0]["odd"][2] == ranks[0]["odd"][1] and ranks[1]["odd"][2] is None
     assert ranks[0]["missing"][2] == ranks[0]["missing"][1] and ranks[1]["missing"][2] is None
     assert ranks[1]["lone"] == "rank 1: only rank 1 failed" and "lone" not in ranks[0]
