@@ -227,11 +227,11 @@ from fastgrok.cli import main
 train_mod = importlib.import_module("fastgrok.train")
 step_fn = train_mod.train_step
 
-def train_step(sess, step):  # a test-only failure on rank 1 at step 5
+def train_step(sess, step, *args):  # a test-only failure on rank 1 at step 5
     if dist.get_rank() == 1 and step == 5:
         Path(sys.argv[1], "failed_at").write_text(repr(time.time()))
         raise RuntimeError("forced failure on rank 1 at step 5")
-    return step_fn(sess, step)
+    return step_fn(sess, step, *args)
 
 train_mod.train_step = train_step
 sys.exit(main(["train", "--preset", "tiny", "--steps", "100000", "--eval-every", "100000", "--quiet",
