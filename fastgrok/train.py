@@ -242,11 +242,12 @@ def _fmt_rate(x: float) -> str:
 
 # ---- the loop ------------------------------------------------------------------------------------
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_at: int | None = None,
-          quiet: bool = False) -> TrainResult:
+          quiet: bool = False, stop_when: Callable[[list[dict[str, Any]]], bool] | None = None) -> TrainResult:
     """Train (or resume) a run; returns its evaluation history, summary and folder.
 
     `stop_at` ends this call after that optimiser step (with a checkpoint), as a crash would, so the
-    run can be resumed; the trajectory is unchanged.
+    run can be resumed; the trajectory is unchanged. `stop_when(history)`, asked after each evaluation,
+    ends the run there when it returns True (a sweep's settled run): the summary says `stopped_early`.
     """
     ckpt: dict[str, Any] | None = None
     if resume is not None:
@@ -300,7 +301,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     window = torch.zeros(LOG_EVERY, device=device)  # per-step losses, fetched every LOG_EVERY steps
     all_losses: list[float] = []
     interval_losses: list[float] = list(ckpt.get("interval_losses", [])) if ckpt else []
-    step = start
+    step, stopped_early = start, False
     t_last, s_last = time.perf_counter(), start
     loop_t0 = time.perf_counter()
 
@@ -364,6 +365,9 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                 msg = (f"step {step} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
                        f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f} | {info.split(' | ', 1)[1]}")
                 rep.line(msg)
+                if stop_when is not None and stop_when(history):
+                    stopped_early = True
+                    break
             if asked["stop"]:
                 raise KeyboardInterrupt
         if step == end and step % cfg.train.eval_every and step != cfg.train.steps:
@@ -381,7 +385,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
 
     elapsed = time.perf_counter() - loop_t0
     summary = _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir)
-    if step == cfg.train.steps:
+    summary["stopped_early"] = stopped_early
+    if step == cfg.train.steps or stopped_early:
         atomic_write_text(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json")
     if not quiet:
         print_summary(summary)
