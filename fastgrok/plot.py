@@ -95,7 +95,7 @@ def phase_diagram(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
             ax.set_xlim(-0.5, len(xs) - 0.5)
             ax.set_ylim(-0.5, len(ys) - 0.5)
             ax.set_xticks(range(len(xs)), [format_value(v) for v in xs], fontsize=7)
-            ylabels = [f"2^{int(math.log2(v))}" if isinstance(v, int) and v > 0 and v & (v - 1) == 0 else format_value(v)
+            ylabels = [f"$2^{{{int(math.log2(v))}}}$" if isinstance(v, int) and v > 0 and v & (v - 1) == 0 else format_value(v)
                        for v in ys] if y_ax else [""]
             ax.set_yticks(range(len(ys)), ylabels, fontsize=7)
             ax.set_xlabel(x_ax or "")

@@ -84,6 +84,10 @@ def test_impossible_point_is_refused_before_anything_starts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "grid point n_id=24" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "sw").exists()
+    # p = 7: the parallelogram construction cannot reach n_id = 32
+    assert main(["sweep", str(tmp_path / "sw"), "--preset", "tiny", "--p", "7", "--batch-size", "32",
+                 "--grid", "n_id=8,32", "--grid", "alpha=0.5,0.6"]) == 2
+    assert "grid point n_id=32, alpha=0.5: parallelogram construction failed" in capsys.readouterr().err
     assert main(["sweep", str(tmp_path / "none")]) == 2
     assert "not a sweep folder" in capsys.readouterr().err
     assert main(["sweep", str(tmp_path / "sw2"), "--preset", "tiny", "--grid", "alpha=0.5", "--jobs", "0"]) == 2
