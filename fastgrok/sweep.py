@@ -435,6 +435,7 @@ def run_point(root: str | Path, name: str, threads: int | None = None, stop_when
                                    "resumed": (run / "last.pt").is_file(), "threads": threads}
         try:
             attempt["train_called"] = time.time()
+            attempt["cpu_before_train_s"] = round(time.process_time(), 3)  # this worker's imports and set-up
             if (run / "last.pt").is_file():
                 result = train(resume=run, quiet=quiet, stop_when=stop_when)
             else:

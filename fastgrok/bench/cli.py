@@ -11,11 +11,12 @@ from typing import Callable
 
 import torch
 
-from . import kernels as bench_kernels, render as bench_render, tasks as bench_tasks, train as bench_train
+from . import kernels as bench_kernels, render as bench_render, sweep as bench_sweep, tasks as bench_tasks
+from . import train as bench_train
 from .core import Recorder, env as bench_env, print_rows, resolve
 
 SUITES: dict[str, Callable[..., None]] = {"kernels": bench_kernels.run, "train": bench_train.run,
-                                          "tasks": bench_tasks.run}
+                                          "tasks": bench_tasks.run, "sweep": bench_sweep.run}
 COMPILE = ("all", "main", "off")
 
 
