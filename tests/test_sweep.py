@@ -329,3 +329,20 @@ def test_slurm_needs_partition_and_tools(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
     code = main(["sweep", str(root), "--engine", "slurm", "--partition", "x", "--no-plots"])
     assert code == 2 and "sbatch and srun" in capsys.readouterr().err
+
+
+def test_toml_grid(tmp_path):
+    toml = tmp_path / "fig.toml"
+    toml.write_text('preset = "tiny"\nsteps = 30\n[train]\nlr = 2e-3\n[grid]\nalpha = "0.4:0.6:0.1"\nseed = [1, 2]\n')
+    assert main(["sweep", str(tmp_path / "sw"), "--config", str(toml), "--eval-every", "15", "--status"]) == 2
+    from fastgrok.sweep import config_and_grid_from_toml
+    cfg, table = config_and_grid_from_toml(toml, {"eval_every": 15})
+    assert (cfg.train.steps, cfg.train.lr, cfg.train.eval_every, cfg.task.p) == (30, 2e-3, 15, 5)
+    sweep, new = open_sweep(tmp_path / "sw", cfg, parse_grid(table=table))
+    assert sweep.grid == {"alpha": [0.4, 0.5, 0.6], "seed": [1, 2]} and len(new) == 6
+    toml.write_text('preset = "tiny"\ngrid = 3\n')
+    with pytest.raises(ValueError, match="grid must be a table"):
+        config_and_grid_from_toml(toml, {})
+    toml.write_text('preset = "tiny"\n[model]\nlr = 1\n')
+    with pytest.raises(ValueError, match="belongs in"):
+        config_and_grid_from_toml(toml, {})
