@@ -165,10 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from .bench.cli import main as bench_main
             return bench_main(args)
-        if args.command == "sweep":
-            return _cmd_sweep(args)
-        if args.command == "plot":
-            return _cmd_plot(args)
+        if args.command in ("sweep", "plot"):
+            try:
+                return _cmd_sweep(args) if args.command == "sweep" else _cmd_plot(args)
+            except OSError as e:  # a folder that cannot be made or read: a user error, named
+                where = e.filename or getattr(args, "sweep_dir", None) or args.path
+                raise ValueError(f"{where}: {e.strerror or e}") from None
         if args.command == "presets":
             for name, values in PRESETS.items():
                 print(f"{name:10s} {', '.join(f'{k}={v}' for k, v in values.items())}")

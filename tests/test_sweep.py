@@ -345,3 +345,11 @@ def test_toml_grid(tmp_path):
     toml.write_text('preset = "tiny"\n[model]\nlr = 1\n')
     with pytest.raises(ValueError, match="belongs in"):
         config_and_grid_from_toml(toml, {})
+
+
+def test_unwritable_sweep_folder_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["sweep", str(blocker / "sw"), "--preset", "tiny", "--grid", "seed=1", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastgrok: error:") and str(blocker) in err and len(err.strip().splitlines()) == 1
