@@ -19,17 +19,34 @@ PHASE_ORDER = ("id_memorization", "id_generalization", "ood_memorization", "ood_
 STATUS_ORDER = ("done", "stopped", "running", "queued", "interrupted", "pending", "failed")
 
 
+_SLIM_DROP = ("task_acc", "task_acc_last")
+_HISTORY_CACHE: dict[Path, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
+
+
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The evaluation records of a run folder (a torn last line, from a kill mid-write, is skipped)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    """The evaluation records of a run folder without the per-task lists (a torn last line, from a kill
+    mid-write, is skipped). Cached on the file's size and mtime: a sweep of paper-sized runs rereads only
+    the runs that moved (each line holds hundreds of per-task accuracies)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        st = path.stat()
+    except OSError:
         return []
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _HISTORY_CACHE.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
     out = []
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
             continue
+        for m in rec.get("sets", {}).values():
+            for k in _SLIM_DROP:
+                m.pop(k, None)
+        out.append(rec)
+    _HISTORY_CACHE[path] = (key, out)
     return out
 
 
