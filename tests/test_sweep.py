@@ -143,7 +143,7 @@ def test_worker_stops_a_settled_run(tmp_path):
     assert row["first_step_ood_generalization"] == 10
 
 
-def test_failed_point_recorded_and_resumed_point(tmp_path):
+def test_failed_point_recorded_and_resumed_point(tmp_path, monkeypatch, capsys):
     sweep, _ = open_sweep(tmp_path / "sw", Config.preset("tiny", **TINY), parse_grid(["seed=1,2"]))
     bad = sweep.runs / "seed-2"
     bad.mkdir(parents=True)
@@ -164,6 +164,10 @@ def test_failed_point_recorded_and_resumed_point(tmp_path):
     assert rows["seed-1"]["status"] == "done" and rows["seed-1"]["steps"] == 40
     csv = (sweep.root / "results.csv").read_text().splitlines()
     assert len(csv) == 3 and csv[0].startswith("name,seed,status,reason,steps")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["sweep", str(sweep.root), "--status"]) == 0
+    table = capsys.readouterr().out
+    assert "1 done, 1 failed" in table and "40/40" in table and "corrupt" in table
     # a held lock: the point is running elsewhere and a second worker leaves it alone
     lock = PointLock(sweep.root, "seed-2")
     (sweep.root / "state" / "seed-2.failed.json").unlink()
