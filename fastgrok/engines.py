@@ -54,7 +54,8 @@ def local_slots(jobs: int) -> tuple[list[list[int]], int]:
     if gpus and jobs > len(gpus):
         raise ValueError(f"jobs={jobs} but this machine shows {len(gpus)} GPU(s): one point per GPU, so at most "
                          f"--jobs {len(gpus)}")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // jobs)
     return [[gpus[i]] if gpus else [] for i in range(jobs)], threads
 
 

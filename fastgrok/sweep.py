@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -184,7 +185,10 @@ def open_sweep(root: str | Path, cfg: Config | None = None, grid: dict[str, list
 
 def config_and_grid_from_toml(path: str | Path, overrides: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
     """A sweep TOML: optional `preset`, fixed fields (flat or in [task]/[model]/[train]), and a [grid] table."""
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
