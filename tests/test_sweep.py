@@ -357,3 +357,15 @@ def test_unwritable_sweep_folder_is_one_line(tmp_path, capsys):
     assert main(["sweep", str(blocker / "sw"), "--preset", "tiny", "--grid", "seed=1", "--no-plots"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fastgrok: error:") and str(blocker) in err and len(err.strip().splitlines()) == 1
+
+
+def test_local_slots_one_gpu_each_or_threads_split(monkeypatch):
+    from fastgrok import engines
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert engines.local_slots(2)[0] == [[3], [5]]
+    with pytest.raises(ValueError, match="at most --jobs 2"):
+        engines.local_slots(3)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert engines.local_slots(2) == ([[], []], 4) and engines.local_slots(16) == ([[]] * 16, 1)
