@@ -121,17 +121,23 @@ def kshot(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
     panels = sorted(sweep.grid[p_ax]) if p_ax else [None]
     fig, axs = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False,
                             layout="constrained")
+    seen: set[str] = set()
     for (row, h) in _histories(rows):
         c = panels.index(row[p_ax]) if p_ax else 0
         best = best_record(h)
-        ax = axs[0][c]
-        ax.plot(best["sets"]["ood_test"]["kshot"], color=PHASE_COLORS.get(best["phase"], "black"), lw=0.8, alpha=0.7)
+        seen.add(best["phase"])
+        axs[0][c].plot(best["sets"]["ood_test"]["kshot"], color=PHASE_COLORS.get(best["phase"], "black"), lw=0.8,
+                       alpha=0.7)
+    handles = [plt.Line2D([], [], color=PHASE_COLORS[p]) for p in PHASE_COLORS if p in seen]
+    fig.legend(handles, [PHASE_LABELS[p] for p in PHASE_COLORS if p in seen], loc="outside lower center",
+               ncol=max(1, len(handles)), fontsize=7, frameon=False, title="phase at the best checkpoint",
+               title_fontsize=7)
     for c, pv in enumerate(panels):
         ax = axs[0][c]
         ax.set_xlabel("shot index")
         ax.set_ylabel("o.o.d. test accuracy (best ckpt)")
         ax.set_ylim(0, 1.02)
-        ax.set_title(f"{p_ax} {format_value(pv)}" if p_ax else "k-shot, one line per run (colour: phase)", fontsize=9)
+        ax.set_title(f"{p_ax} {format_value(pv)}" if p_ax else "k-shot curve of each run", fontsize=9)
     return _save(fig, out / "kshot.png")
 
 
