@@ -369,3 +369,32 @@ def test_local_slots_one_gpu_each_or_threads_split(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert engines.local_slots(2) == ([[], []], 4) and engines.local_slots(16) == ([[]] * 16, 1)
+
+
+@pytest.mark.slow
+def test_killed_worker_is_recorded_and_retried(tmp_path):
+    """kill -9 of a run (not the driver): the point is recorded as failed with a one-line reason, the
+    driver goes on; --retry-failed resumes it from its last.pt."""
+    import threading
+    sweep, _ = open_sweep(tmp_path / "sw", Config.preset("tiny", steps=300, eval_every=10), parse_grid(["seed=1"]))
+    run, lock = sweep.runs / "seed-1", sweep.state / "seed-1.lock"
+
+    def kill_worker():
+        if _wait_for(lambda: (run / "last.pt").is_file() and lock.is_file() and lock.read_text().strip(), 120):
+            os.kill(int(lock.read_text().split()[0]), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_worker)
+    killer.start()
+    final = run_sweep(sweep, SweepOptions(jobs=1, plots=False), log=lambda _: None)
+    killer.join()
+    assert final == {"seed-1": "failed"}
+    reason = sweep_rows(sweep)[0]["reason"]
+    assert reason.startswith("worker died") and "\n" not in reason
+    step = torch.load(run / "last.pt", weights_only=True)["step"]
+    assert 0 < step < 300
+    final = run_sweep(sweep, SweepOptions(jobs=1, plots=False, retry_failed=True), log=lambda _: None)
+    assert final == {"seed-1": "done"}
+    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(10, 301, 10))
+    attempts = [json.loads(l) for l in (sweep.state / "seed-1.attempts.jsonl").read_text().splitlines()]
+    assert [a["status"] for a in attempts] == ["done"] and attempts[0]["resumed"]
