@@ -106,13 +106,13 @@ def phase_diagram(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
             ax.set_aspect("equal")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PHASE_COLORS.values()]
     fig.legend(handles, list(PHASE_LABELS.values()), loc="outside lower center", ncol=3, fontsize=7, frameon=False)
-    fig.suptitle(f"phases (last-shot accuracy ≥ {rows[0]['phase_threshold']}; numbers: o.o.d.-test last-shot acc; "
-                 "hatched: still running)", fontsize=8)
+    fig.suptitle(f"phase: sets solved at last-shot acc ≥ {rows[0]['phase_threshold']}\n"
+                 "number: o.o.d.-test last-shot acc; hatched: not finished", fontsize=8)
     return _save(fig, out / "phase_diagram.png")
 
 
-def _histories(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    return [(row, h) for row in rows if (h := read_history(Path(row["run_dir"])))]
+def _histories(sweep: Sweep, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    return [(row, h) for row in rows if (h := read_history(sweep.root / row["run_dir"]))]
 
 
 def kshot(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
@@ -122,7 +122,7 @@ def kshot(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
     fig, axs = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False,
                             layout="constrained")
     seen: set[str] = set()
-    for (row, h) in _histories(rows):
+    for (row, h) in _histories(sweep, rows):
         c = panels.index(row[p_ax]) if p_ax else 0
         best = best_record(h)
         seen.add(best["phase"])
@@ -152,7 +152,7 @@ def _curve_panel(ax: Any, history: list[dict[str, Any]], title: str, small: bool
 
 def curves(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
     plt = _plt()
-    runs = _histories(rows)[:MAX_CURVE_PANELS]
+    runs = _histories(sweep, rows)[:MAX_CURVE_PANELS]
     if not runs:
         raise ValueError(f"no run of {sweep.root} has an evaluation yet")
     x_ax, _, _ = _layout(sweep)

@@ -1,5 +1,6 @@
 """A sweep's results: one row per point (grid values, status, steps, time, final and best-o.o.d. metrics of
-the four sets, phases), written to SWEEP_DIR/results.csv and .jsonl, and the `--status` table.
+the four sets, phases; `run_dir` relative to the sweep folder), written to SWEEP_DIR/results.csv and .jsonl,
+and the `--status` table.
 
 Everything is read from the run folders (config.json, metrics.jsonl, summary.json) and the sweep's
 state/ files, so the rows can be rebuilt at any time, while runs go on or after a crash.
@@ -114,7 +115,7 @@ def sweep_rows(sweep: Sweep, slurm: bool = True) -> list[dict[str, Any]]:
         row["wall_s"] = round(wall, 2) if attempts else summary.get("wall_s")
         row["steps_per_s"] = summary.get("steps_per_s")
         row["attempts"] = len(attempts)
-        row["run_dir"] = str(run_dir)
+        row["run_dir"] = str(run_dir.relative_to(sweep.root))
         rows.append(row)
     return rows
 
@@ -141,6 +142,8 @@ def write_results(sweep: Sweep) -> list[dict[str, Any]]:
         w.writerow({k: _csv_value(r.get(k)) for k in cols})
     atomic_write_text(buf.getvalue(), sweep.root / "results.csv")
     atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), sweep.root / "results.jsonl")
+    for name in ("results.csv", "results.jsonl"):
+        (sweep.root / name).chmod(0o644)  # readable by the cluster's other users, like the run folders
     return rows
 
 
@@ -175,5 +178,8 @@ def status_table(sweep: Sweep, rows: list[dict[str, Any]] | None = None) -> Any:
 def print_status(sweep: Sweep) -> list[dict[str, Any]]:
     from rich.console import Console
     rows = write_results(sweep)
-    Console(highlight=False).print(status_table(sweep, rows))
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or logged: room for every column
+        console = Console(highlight=False, width=max(console.width, 140))
+    console.print(status_table(sweep, rows))
     return rows
