@@ -22,15 +22,43 @@ def _source_tree_kernels() -> None:
 
 _source_tree_kernels()
 
-from .config import Config, ModelConfig, TaskConfig, TrainConfig  # noqa: E402
-from .data import SPLITS, eval_batch, generate_batch, sample_batch, split_source  # noqa: E402
-from .model import GPT  # noqa: E402
-from .tasks import Tasks, make_tasks  # noqa: E402
-from .train import TrainResult, train  # noqa: E402
-from .checkpoint import load_reference_checkpoint, save_reference_checkpoint  # noqa: E402
+# The public names load on first use, so `fastgrok train` reaches its own Ctrl-C handling before torch is
+# imported (a Ctrl-C during start-up is then one line, not a traceback) and `--help` is quick.
+_EXPORTS = {
+    "Config": "config", "TaskConfig": "config", "ModelConfig": "config", "TrainConfig": "config",
+    "Tasks": "tasks", "make_tasks": "tasks", "SPLITS": "data", "eval_batch": "data", "generate_batch": "data",
+    "sample_batch": "data", "split_source": "data", "GPT": "model", "train": "train", "TrainResult": "train",
+    "load_reference_checkpoint": "checkpoint", "save_reference_checkpoint": "checkpoint",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = [
-    "Config", "TaskConfig", "ModelConfig", "TrainConfig", "Tasks", "make_tasks", "sample_batch", "eval_batch",
-    "generate_batch", "split_source", "SPLITS", "GPT", "train", "TrainResult", "load_reference_checkpoint",
-    "save_reference_checkpoint",
-]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fastgrok' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def _keep_train_the_function() -> None:
+    """`fastgrok.train` is the function: importing the submodule of that name (which binds it on the
+    package) must not replace it."""
+    import sys
+    import types
+
+    class _Package(types.ModuleType):
+        def __setattr__(self, name: str, value: object) -> None:
+            if name == "train" and isinstance(value, types.ModuleType):
+                value = value.train  # type: ignore[attr-defined]
+            super().__setattr__(name, value)
+
+    sys.modules[__name__].__class__ = _Package
+
+
+_keep_train_the_function()

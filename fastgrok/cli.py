@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from dataclasses import fields
 from typing import Any, Sequence
 
-from .config import PRESETS, SECTIONS, Config
+from .config import DEFAULT_PRESET, PRESETS, SECTIONS, Config
 
 # What the CLI reports as a user error: one line on stderr, exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "arithmetic experiments of 'Learning to grok' (He et al., 2024).")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     t = sub.add_parser("train", help="train a run (default preset: quick)")
-    t.add_argument("--preset", default=None, help=f"named preset: {', '.join(PRESETS)} (default: quick)")
+    t.add_argument("--preset", default=None, help=f"named preset: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
     t.add_argument("--config", default=None, help="TOML file: optional preset = '...', then fields")
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
     t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
@@ -134,12 +135,12 @@ def resolve_config(args: argparse.Namespace) -> Config:
         if args.preset:
             raise ValueError("give the preset inside the TOML file (preset = '...') or on the command line, not both")
         return Config.from_toml(args.config, **overrides)
-    return Config.preset(args.preset or "quick", **overrides)
+    return Config.preset(args.preset or DEFAULT_PRESET, **overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
-    if args.resume:
+    if args.resume is not None:  # --resume "" is a mistake, not "no resume"
         given = [f.name for cls in SECTIONS.values() for f in fields(cls) if getattr(args, f.name) is not None]
         if given or args.preset or args.config:
             raise ValueError(f"--resume continues the saved config; drop {', '.join(given) or '--preset/--config'}")
@@ -149,7 +150,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_trainer() -> None:
+    """Import torch and the trainer so that a Ctrl-C meanwhile always stops us: some libraries' import code
+    swallows a KeyboardInterrupt (the run then went on, or failed later with a half-imported numpy)."""
+    hits: list[int] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        hits.append(signum)
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return  # SIGINT ignored (a background job) or handled by an embedding program: leave it alone
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        from . import train  # noqa: F401  (torch, numpy, the model)
+    except Exception:
+        if hits:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hits:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        _import_trainer()
+        return _main(argv)
+    except KeyboardInterrupt as e:  # anywhere: imports, start-up or the loop (which saves first)
+        print(f"fastgrok: {str(e) or 'interrupted before training started'}", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -178,9 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (*USER_ERRORS, TrainingError) as e:
         print(f"fastgrok: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:
-        print(f"fastgrok: {e or 'interrupted'}", file=sys.stderr)
-        return 130
+    except MemoryError:
+        print("fastgrok: error: out of memory (the estimate did not foresee it): lower batch_size, n_shots, "
+              "depth or n_embd", file=sys.stderr)
+        return 2
+    except OSError as e:  # one not caught where its path entered
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"fastgrok: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     return 2
 
 

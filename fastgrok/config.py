@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -17,6 +18,8 @@ SAMPLINGS = ("iid", "distinct", "paper")
 MLPS = ("relu", "gelu", "swiglu")
 BACKENDS = ("reference", "fused")
 DEVICES_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+DEFAULT_PRESET = "quick"                 # what `fastgrok train` alone (or an empty --config file) trains
+MAX_SEED = 2**60                         # seeds key Philox streams: seed·8 + stream must fit 63 bits
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -27,6 +30,19 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{name}={value!r} must be > 0")
+
+
+def _finite(obj: Any) -> None:
+    """Every float field is a finite number (a nan compares false with every bound, so check first)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name}={value} must be a finite number")
+
+
+def _seed(name: str, value: int) -> None:
+    if not 0 <= value < MAX_SEED:
+        raise ValueError(f"{name}={value} must lie in [0, 2^60)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +60,7 @@ class TaskConfig:
     sampling: str = "iid"                # "iid" | "distinct" (no replacement) | "paper" (shared inputs)
 
     def __post_init__(self) -> None:
+        _finite(self)
         if self.p < 2:
             raise ValueError(f"p={self.p} must be ≥ 2")
         if self.n_var < 1:
@@ -58,8 +75,7 @@ class TaskConfig:
             raise ValueError(f"max_ood={self.max_ood} must be ≥ 1")
         if self.n_shots < 1:
             raise ValueError(f"n_shots={self.n_shots} must be ≥ 1")
-        if self.data_seed < 0:
-            raise ValueError(f"data_seed={self.data_seed} must be ≥ 0")
+        _seed("data_seed", self.data_seed)
         if self.selection == "parallelogram":
             self._resolve_parallelogram()
         else:
@@ -130,6 +146,7 @@ class ModelConfig:
     batchgen: str | None = None          # per-op backend override
 
     def __post_init__(self) -> None:
+        _finite(self)
         for name in ("depth", "n_embd", "n_head", "widen"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
@@ -175,6 +192,7 @@ class TrainConfig:
     run_name: str = ""                   # '' → derived from the config and the time
 
     def __post_init__(self) -> None:
+        _finite(self)
         for name in ("batch_size", "steps", "eval_every", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
@@ -190,12 +208,16 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be ≥ 0")
         if not 0.0 < self.phase_threshold <= 1.0:
             raise ValueError(f"phase_threshold={self.phase_threshold} must lie in (0, 1]")
-        if self.seed < 0:
-            raise ValueError(f"seed={self.seed} must be ≥ 0")
+        _seed("seed", self.seed)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device={self.device!r} is not one of {DEVICES_HINT}")
         _choice("dtype", self.dtype, ("auto", "fp32", "bf16", "fp16"))
         _choice("compile", self.compile, ("auto", "on", "off"))
+        name = self.run_name
+        if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
+            raise ValueError(f"run_name={name!r} must be one folder name inside out_dir (no '/', '\\', '.' or '..')")
+        if not self.out_dir or "\0" in self.out_dir:
+            raise ValueError(f"out_dir={self.out_dir!r} must name a folder")
 
 
 SECTIONS: dict[str, type] = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
@@ -292,6 +314,8 @@ class Config:
     @classmethod
     def preset(cls, name: str = "paper", **overrides: Any) -> "Config":
         """A named preset with flat field overrides, e.g. `Config.preset("paper", n_pl=16, depth=4)`."""
+        if not isinstance(name, str):
+            raise TypeError(f"preset name must be a string (one of {', '.join(PRESETS)}), got {name!r}")
         if name not in PRESETS:
             close = difflib.get_close_matches(name, list(PRESETS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -301,6 +325,8 @@ class Config:
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> "Config":
         """Build from flat `field: value` pairs on top of the defaults; values are type-checked."""
+        if not isinstance(values, dict):
+            raise TypeError(f"config values must be a dict of field: value, got {type(values).__name__}")
         parts: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
         for name, value in values.items():
             if name not in FIELD_SECTION:
@@ -321,6 +347,8 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         """From `{"task": {...}, "model": {...}, "train": {...}}` (as saved) or flat pairs."""
+        if not isinstance(d, dict):
+            raise TypeError(f"Config.from_dict takes a dict, got {type(d).__name__}")
         flat: dict[str, Any] = {}
         for key, value in d.items():
             if key in SECTIONS and isinstance(value, dict):
@@ -334,20 +362,31 @@ class Config:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> "Config":
-        """From a TOML file: optional `preset = "name"`, then flat keys or [task]/[model]/[train] tables."""
+        """From a TOML file: optional `preset = "name"`, then flat keys or [task]/[model]/[train] tables.
+
+        A file that sets nothing means the default preset (what `fastgrok train` alone trains); one that
+        sets fields but names no preset starts from the dataclass defaults (SPEC's full setup)."""
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # pragma: no cover
             import tomli as tomllib
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ValueError(f"config file {str(path)!r} does not exist") from None
+        except IsADirectoryError:
+            raise ValueError(f"config file {str(path)!r} is a folder, not a TOML file") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}): not a TOML file") from None
+        except OSError as e:
+            raise ValueError(f"config file {str(path)!r} cannot be read: {e.strerror or e}") from None
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+        if not data:
+            return cls.preset(DEFAULT_PRESET, **overrides)
         preset = data.pop("preset", None)
-        base = PRESETS.get(preset, None) if preset is not None else {}
+        base = PRESETS.get(preset, None) if isinstance(preset, str) else {} if preset is None else None
         if base is None:
             raise ValueError(f"{path}: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
         flat = cls.from_dict(data).to_flat() if data else {}

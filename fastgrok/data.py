@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .config import Config
+from .envinfo import check_device
 from .philox import philox_u32
 from .tasks import Tasks
 
@@ -62,9 +63,40 @@ def philox_key(seed: int, stream: int) -> int:
     return seed * 8 + stream
 
 
+def check_tasks(cfg: Config, tasks: Tasks) -> None:
+    """`tasks` were built from cfg.task (make_tasks(cfg.task)): otherwise batches hold foreign tokens."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a Config, got {type(cfg).__name__}")
+    if not isinstance(tasks, Tasks):
+        raise TypeError(f"tasks must be the Tasks of make_tasks(cfg.task), got {type(tasks).__name__}")
+    t = cfg.task
+    found = (tasks.p, tasks.pretrain.shape[-1], tasks.pretrain.shape[0], tasks.train_inputs.shape[0])
+    want = (t.p, t.n_var, t.n_pretrain, round(t.alpha * t.p**t.n_var))
+    if found != want:
+        raise ValueError(f"tasks were built for another config (p={found[0]}, n_var={found[1]}, {found[2]} "
+                         f"pre-training tasks, {found[3]} train inputs; this config has p={want[0]}, n_var={want[1]}, "
+                         f"{want[2]}, {want[3]}): build them with make_tasks(cfg.task)")
+
+
+def check_step(step: Step, src: BatchSource) -> None:
+    """A batch number is an int in [0, max] (Philox counters are int64) or an integer device tensor."""
+    if isinstance(step, Tensor):
+        if step.dtype.is_floating_point or step.dtype.is_complex or step.numel() != 1:
+            raise TypeError(f"step must be an int or a one-element integer tensor, got {step.dtype} {tuple(step.shape)}")
+        return
+    per_step = src.batch_size * max(src.n_shots, src.inputs.shape[0] if src.sampling == "distinct" else 0)
+    top = (2**63 - 1) // per_step - 1
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise TypeError(f"step must be an int batch number, got {type(step).__name__} {step!r:.40}")
+    if not 0 <= step <= top:
+        raise ValueError(f"step={step} must lie in [0, {top}] (Philox counters are int64)")
+
+
 def split_source(cfg: Config, tasks: Tasks, split: str, device: torch.device | str, *,
                  training: bool = False, batch_size: int | None = None) -> BatchSource:
     """The batch source of one evaluation set, or (training=True, split="train") the training stream."""
+    check_tasks(cfg, tasks)
+    device = check_device(device)
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {', '.join(map(repr, SPLITS))}")
     if training and split != "train":
@@ -106,9 +138,12 @@ def sample_batch(cfg: Config, tasks: Tasks, step: Step, split: str = "train",
     """Batch `step` of a split: for "train" the training batch of that step (keyed by cfg.seed), for the
     other splits evaluation batch number `step` (keyed by cfg.data_seed). LongTensor (B, (n_var+1)·n_shots)."""
     src = split_source(cfg, tasks, split, device, training=(split == "train"))
+    check_step(step, src)
     return generate_batch(src, step)
 
 
 def eval_batch(cfg: Config, tasks: Tasks, index: int, split: str, device: torch.device | str = "cpu") -> Tensor:
     """Evaluation batch `index` of a split (the "train" split included), keyed by cfg.data_seed."""
-    return generate_batch(split_source(cfg, tasks, split, device), index)
+    src = split_source(cfg, tasks, split, device)
+    check_step(index, src)
+    return generate_batch(src, index)

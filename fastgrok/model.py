@@ -89,6 +89,9 @@ class GPT(nn.Module):
 
     def __init__(self, cfg: ModelConfig, ops: Ops | None = None) -> None:
         super().__init__()
+        if not isinstance(cfg, ModelConfig):
+            hint = ": pass its .model (GPT(cfg.model))" if type(cfg).__name__ == "Config" else ""
+            raise TypeError(f"GPT takes a ModelConfig{hint}, got {type(cfg).__name__}")
         if cfg.vocab_size is None:
             raise ValueError("ModelConfig.vocab_size is unset: build the model from Config(...).model, "
                              "or set vocab_size (≥ p)")

@@ -75,6 +75,9 @@ def parallelogram_tasks(p: int, n_pl: int, rng: np.random.Generator) -> list[tup
 
 def make_tasks(cfg: TaskConfig) -> Tasks:
     """Pre-training tasks, o.o.d. tasks and the α split, all determined by cfg.data_seed."""
+    if not isinstance(cfg, TaskConfig):
+        hint = ": pass cfg.task" if type(cfg).__name__ == "Config" else ""
+        raise TypeError(f"make_tasks takes a TaskConfig{hint}, got {type(cfg).__name__} {cfg!r:.60}")
     p, n = cfg.p, cfg.n_var
     n_all = p**n
     rng = _rng(cfg.data_seed, _STREAM_TASKS)

@@ -5,25 +5,28 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 from torch import Tensor
 
+from . import runfolder
 from .backends import check_runnable, resolve_ops
-from .checkpoint import CheckpointError, atomic_save, atomic_write_text, load_file
-from .config import Config
+from .checkpoint import CheckpointError
+from .config import DEFAULT_PRESET, Config
 from .data import SPLITS, BatchSource, split_source
 from .envinfo import environment, peak_flops, resolve_device
+from .memory import check_fits
 from .metrics import SetAccumulator, classify_phase, z_logits_targets, z_loss
 from .model import GPT, swiglu_hidden
+from .runfolder import RunFolder
 from .tasks import Tasks, make_tasks
 
 LOG_EVERY = 50  # steps between progress updates (one host sync each)
@@ -130,8 +133,10 @@ class Session:
 
 
 def build(cfg: Config) -> Session:
-    """Tasks, batch sources, model (seeded by cfg.seed), optimizer and (optionally) the compiled model."""
+    """Tasks, batch sources, model (seeded by cfg.seed), optimizer and (optionally) the compiled model;
+    a config whose memory estimate exceeds the device is refused before anything is allocated."""
     device = resolve_device(cfg.train.device)
+    check_fits(cfg, device)
     amp = autocast_dtype(cfg, device)
     if amp is torch.float16 and device.type == "cpu":
         raise ValueError("dtype='fp16' autocast is for CUDA; use fp32 or bf16 on the CPU")
@@ -147,60 +152,21 @@ def build(cfg: Config) -> Session:
     return Session(cfg, device, amp, tasks, ops, train_src, eval_srcs, model, fwd, opt)
 
 
-def train_step(s: Session, step: int) -> Tensor:
-    """One optimiser step on training batch `step`; returns the loss as a device tensor (no sync)."""
+def train_step(s: Session, step: int, interruptible: Callable[[], ContextManager] = contextlib.nullcontext) -> Tensor:
+    """One optimiser step on training batch `step`; returns the loss as a device tensor (no sync).
+    A KeyboardInterrupt may stop it only inside `interruptible()`: before any state is updated."""
     for g in s.opt.param_groups:
         g["lr"] = lr_at(step, s.cfg)
     batch = s.ops.batchgen(s.train_src, step)
-    with _autocast(s.device, s.amp):
-        loss = z_loss(s.fwd, batch, s.cfg.task.n_var)
-    loss.backward()
+    with interruptible():
+        with _autocast(s.device, s.amp):
+            loss = z_loss(s.fwd, batch, s.cfg.task.n_var)
+        loss.backward()
     if s.cfg.train.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.train.grad_clip)
     s.opt.step()
     s.opt.zero_grad(set_to_none=True)
     return loss.detach()
-
-
-def default_run_name(cfg: Config) -> str:
-    t, m = cfg.task, cfg.model
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}_p{t.p}_nid{t.n_pretrain}_a{t.alpha:g}_d{m.depth}_w{m.n_embd}_s{cfg.train.seed}"
-
-
-def _new_run_dir(cfg: Config) -> Path:
-    root = Path(cfg.train.out_dir)
-    name = cfg.train.run_name or default_run_name(cfg)
-    run_dir = root / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if cfg.train.run_name:
-            raise ValueError(f"run folder {str(run_dir)!r} already holds a run: resume it with --resume, "
-                             "or pick another run_name")
-        i = 1
-        while (root / f"{name}-{i}").exists():
-            i += 1
-        run_dir = root / f"{name}-{i}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def load_run(run_dir: str | Path) -> tuple[Config, dict[str, Any]]:
-    """The config and last checkpoint of a run folder, with clear errors for what is missing."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder {str(run_dir)!r} does not exist")
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{str(run_dir)!r} is not a fastgrok run folder (no config.json)")
-    try:
-        cfg = Config.from_dict(json.loads(cfg_path.read_text()))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path} is corrupt: {e}") from None
-    ckpt = load_file(run_dir / "last.pt")
-    needed = ("model", "optimizer", "step")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed):
-        raise CheckpointError(f"{run_dir / 'last.pt'} is not a fastgrok training checkpoint")
-    return cfg, ckpt
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -246,45 +212,115 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     """Train (or resume) a run; returns its evaluation history, summary and folder.
 
     `stop_at` ends this call after that optimiser step (with a checkpoint), as a crash would, so the
-    run can be resumed; the trajectory is unchanged. `stop_when(history)`, asked after each evaluation,
-    ends the run there when it returns True (a sweep's settled run): the summary says `stopped_early`.
+    run can be resumed; the trajectory is unchanged. A run folder is owned by one process at a time
+    (runfolder.RunFolderBusy for a second); a run that fails before its first step leaves no folder.
+    `stop_when(history)`, asked after each evaluation, ends the run there when it returns True (a sweep's
+    settled run): the summary says `stopped_early`.
     """
-    ckpt: dict[str, Any] | None = None
-    if resume is not None:
-        saved, ckpt = load_run(resume)
-        if cfg is not None and cfg != saved:
-            raise ValueError("resume continues the saved config; pass no other config with it")
-        cfg, run_dir = saved, Path(resume)
-    elif cfg is None:
-        cfg = Config.preset("quick")
-    if stop_at is not None and stop_at < 1:
-        raise ValueError(f"stop_at={stop_at} must be ≥ 1")
-
+    _check_train_args(cfg, resume, stop_at)
     t0 = time.perf_counter()
-    sess = build(cfg)
-    device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
-    start, best = 0, {"step": None, "ood_test_acc": -1.0}
-    if ckpt is not None:
-        start, best = int(ckpt["step"]), ckpt.get("best", best)
-        if stop_at is not None and stop_at <= start:
-            raise ValueError(f"stop_at={stop_at} is not after the checkpoint's step {start}")
-        if start >= cfg.train.steps:
-            raise ValueError(f"the run in {run_dir} already finished ({start}/{cfg.train.steps} steps)")
+    run: RunFolder | None = None
+    started = False
+    try:
+        ckpt: dict[str, Any] | None = None
+        if resume is not None:
+            run = runfolder.open_run(resume)
+            if cfg is not None and cfg != run.cfg:
+                raise ValueError("resume continues the saved config; pass no other config with it")
+            cfg, ckpt = run.cfg, run.checkpoint()  # no checkpoint yet: the run starts again from step 0
+        elif cfg is None:
+            cfg = Config.preset(DEFAULT_PRESET)
+        start = int(ckpt["step"]) if ckpt is not None else 0
+        if run is not None:
+            if stop_at is not None and stop_at <= start:
+                raise ValueError(f"stop_at={stop_at} is not after the checkpoint's step {start}")
+            if start >= cfg.train.steps:
+                raise ValueError(f"the run in {run.path} already finished ({start}/{cfg.train.steps} steps)")
+        sess = build(cfg)
+        if ckpt is not None:
+            try:
+                sess.model.load_state_dict(ckpt["model"])
+                sess.opt.load_state_dict(ckpt["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise CheckpointError(f"{run.path / 'last.pt'} does not fit the saved config: "
+                                      f"{str(e).splitlines()[0][:200]}") from None
+        if run is None:
+            run = runfolder.create(cfg)
+
+        def on_start() -> None:  # from the first step on, the folder is a run (resumable, from step 0 at least)
+            nonlocal started
+            started = True
+
+        return _loop(sess, run, ckpt, start, stop_at, quiet, t0, on_start, stop_when)
+    except BaseException as e:
+        if not started and run is not None and run.created:
+            run.discard()
+        if isinstance(e, KeyboardInterrupt) and not started:
+            raise KeyboardInterrupt("interrupted before training started") from None
+        raise
+    finally:
+        if run is not None:
+            run.close()
+
+
+def _check_train_args(cfg: Any, resume: Any, stop_at: Any) -> None:
+    if cfg is not None and not isinstance(cfg, Config):
+        raise TypeError(f"train(cfg) takes a Config (e.g. Config.preset('tiny')), got {type(cfg).__name__} "
+                        f"{cfg!r:.60}")
+    if resume is not None and not isinstance(resume, (str, os.PathLike)):
+        raise TypeError(f"resume must be the path of a run folder, got {type(resume).__name__} {resume!r:.60}")
+    if isinstance(resume, str) and not resume.strip():
+        raise ValueError("resume='' names no run folder: give the folder of the run to continue")
+    if stop_at is not None:
+        if not isinstance(stop_at, int) or isinstance(stop_at, bool):
+            raise TypeError(f"stop_at must be an int step, got {type(stop_at).__name__} {stop_at!r:.60}")
+        if stop_at < 1:
+            raise ValueError(f"stop_at={stop_at} must be ≥ 1")
+
+
+class _Interrupts:
+    """Ctrl-C during the loop. The first asks to stop after the current step (save, then exit); a second
+    stops at once, but only inside `interruptible()` — the forward/backward pass and the evaluation,
+    which change no saved state — so a parameter update, a record or a checkpoint is never cut half-way
+    (an evaluation cut short is redone on resume)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.open = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count >= 2 and self.open:
+            self.open = False
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.count >= 2:
+            raise KeyboardInterrupt
+        self.open = True
         try:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{run_dir / 'last.pt'} does not fit the saved config: "
-                                  f"{str(e).splitlines()[0][:200]}") from None
-    else:
-        run_dir = _new_run_dir(cfg)
-        atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run_dir / "config.json")
+            yield
+        finally:
+            self.open = False
+
+
+def _is_eval_step(step: int, cfg: Config) -> bool:
+    return step % cfg.train.eval_every == 0 or step == cfg.train.steps
+
+
+def _loop(sess: Session, run: RunFolder, ckpt: dict[str, Any] | None, start: int, stop_at: int | None,
+          quiet: bool, t0: float, on_start: Callable[[], None],
+          stop_when: Callable[[list[dict[str, Any]]], bool] | None = None) -> TrainResult:
+    cfg, run_dir = sess.cfg, run.path
+    device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
+    best = dict(ckpt.get("best", {})) if ckpt is not None else {}
+    best = best or {"step": None, "ood_test_acc": -1.0}
     env = environment(device) | {"argv": sys.argv, "backends": dict(ops.names), "compile": use_compile(cfg, device),
                                  "autocast": str(amp) if amp else "fp32", "params": model.num_params()}
-    atomic_write_text(json.dumps(env, indent=2) + "\n", run_dir / ("env.json" if ckpt is None else f"env-resume-{start}.json"))
-    metrics_path = run_dir / "metrics.jsonl"
-    history = _read_history(metrics_path, upto=start)
-    atomic_write_text("".join(json.dumps(r) + "\n" for r in history), metrics_path)
+    run.write_json("env.json" if ckpt is None and run.created else f"env-resume-{start}.json", env)
+    history = run.history(upto=start)  # records past the checkpoint (whole or torn) are dropped
+    run.rewrite_history(history)
     startup_s = time.perf_counter() - t0
 
     end = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
@@ -293,7 +329,9 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     rep.line(f"config {json.dumps(cfg.to_flat())}")
     rep.line(f"env {env['device']} | torch {env['torch']} | triton {env['triton']} | params {env['params']:,} | "
              f"backends {dict(ops.names)} | compile {env['compile']} | autocast {env['autocast']} | "
-             f"start-up {startup_s:.2f}s" + (f" | resumed at step {start}" if ckpt else ""))
+             f"start-up {startup_s:.2f}s" + (f" | resumed at step {start}" if run.created is False else ""))
+    if run.stale_removed:
+        rep.line(f"removed stale temporary files of a killed run: {', '.join(run.stale_removed)}")
 
     tokens_per_step = cfg.train.batch_size * (cfg.task.seq_len - 1)
     flops = train_flops_per_step(cfg)
@@ -304,10 +342,11 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     step, stopped_early = start, False
     t_last, s_last = time.perf_counter(), start
     loop_t0 = time.perf_counter()
+    info = ""
 
     def save_last(path_step: int) -> None:
-        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": path_step, "best": best,
-                     "interval_losses": interval_losses, "config": cfg.to_dict()}, run_dir / "last.pt")
+        run.save_last({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": path_step, "best": best,
+                       "interval_losses": interval_losses, "config": cfg.to_dict()})
 
     flushed = start
 
@@ -319,30 +358,43 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
         for i, v in enumerate(vals):
             if not math.isfinite(v):
                 bad = flushed + i + 1
-                last_ok = _last_checkpoint_step(run_dir)
+                last_ok = run.checkpoint_step()
                 where = (f"the last good checkpoint (step {last_ok}) is {run_dir / 'last.pt'}"
-                         if last_ok is not None else "no checkpoint was written before it")
+                         if last_ok is not None else "no checkpoint was written before it (--resume starts at step 0)")
                 raise TrainingError(f"loss is {v} at step {bad}: training stopped; {where}")
         flushed = upto
         all_losses.extend(vals)
         interval_losses.extend(vals)
 
-    # Ctrl-C finishes the current step, then saves and stops (a second Ctrl-C stops at once).
-    asked = {"stop": False}
+    def record_evaluation(at: int) -> None:
+        """Evaluate, then write best.pt, the record and last.pt, in that order (runfolder's protocol)."""
+        with interrupts.interruptible():
+            sets = evaluate(sess.fwd, sess.eval_srcs, cfg, ops.batchgen, device, amp)
+        rec = _record(cfg, sets, at, interval_losses, loop_t0, tokens_per_step)
+        if sets["ood_test"]["acc"] > best["ood_test_acc"]:
+            run.save_best({"model": model.state_dict(), "step": at, "metrics": sets, "config": cfg.to_dict()})
+            best.update(step=at, ood_test_acc=sets["ood_test"]["acc"])
+        run.append(rec)
+        history.append(rec)
+        interval_losses.clear()
+        save_last(at)
+        s = rec["sets"]
+        rep.line(f"step {at} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
+                 f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f}"
+                 + (f" | {info.split(' | ', 1)[1]}" if info else ""))
 
-    def on_sigint(signum, frame):
-        if asked["stop"]:
-            raise KeyboardInterrupt
-        asked["stop"] = True
-
+    interrupts = _Interrupts()
     main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    old_handler = signal.signal(signal.SIGINT, interrupts.handler) if main_thread else None
+    on_start()
     try:
+        if ckpt is not None and _is_eval_step(start, cfg) and not any(r["step"] == start for r in history):
+            record_evaluation(start)  # its evaluation was cut short before the record was written
         while step < end:
-            loss = train_step(sess, step)
+            loss = train_step(sess, step, interrupts.interruptible)
             window[step % LOG_EVERY] = loss
             step += 1
-            is_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps
+            is_eval = _is_eval_step(step, cfg)
             if step % LOG_EVERY == 0 or is_eval or step == end:
                 flush(step)
                 now = time.perf_counter()
@@ -354,27 +406,17 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                     info += f" | {100 * flops / dt / peak:.0f}% MFU"
                 rep.update(step, info)
             if is_eval:
-                rec = _evaluate_and_save(model, sess.fwd, sess.eval_srcs, cfg, ops, device, amp, step, interval_losses,
-                                         best, run_dir, loop_t0, start, tokens_per_step)
-                interval_losses = []
-                history.append(rec)
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                save_last(step)
-                s = rec["sets"]
-                msg = (f"step {step} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
-                       f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f} | {info.split(' | ', 1)[1]}")
-                rep.line(msg)
+                record_evaluation(step)
                 if stop_when is not None and stop_when(history):
                     stopped_early = True
                     break
-            if asked["stop"]:
+            if interrupts.count:
                 raise KeyboardInterrupt
-        if step == end and step % cfg.train.eval_every and step != cfg.train.steps:
+        if step == end and not _is_eval_step(step, cfg):
             save_last(step)  # stop_at between evaluations: keep the exact state for --resume
     except KeyboardInterrupt:
         flush(step)
-        save_last(step)
+        save_last(step)  # the state after `step` whole steps (a cut step changed nothing saved)
         rep.close()
         raise KeyboardInterrupt(f"interrupted at step {step}; saved {run_dir / 'last.pt'}: "
                                 f"resume with `fastgrok train --resume {run_dir}`") from None
@@ -387,17 +429,17 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     summary = _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir)
     summary["stopped_early"] = stopped_early
     if step == cfg.train.steps or stopped_early:
-        atomic_write_text(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json")
+        run.write_json("summary.json", summary)
     if not quiet:
         print_summary(summary)
     return TrainResult(run_dir=run_dir, history=history, summary=summary, losses=all_losses)
 
 
-def _evaluate_and_save(model, fwd, eval_srcs, cfg, ops, device, amp, step, interval_losses, best, run_dir,
-                       loop_t0, start, tokens_per_step) -> dict[str, Any]:
-    sets = evaluate(fwd, eval_srcs, cfg, ops.batchgen, device, amp)
+def _record(cfg: Config, sets: dict[str, Any], step: int, interval_losses: list[float], loop_t0: float,
+            tokens_per_step: int) -> dict[str, Any]:
+    """One line of metrics.jsonl ("step" first: it stays readable in a torn line)."""
     phase, solved = classify_phase(sets, cfg.train.phase_threshold)
-    rec = {
+    return {
         "step": step,
         "tokens": step * tokens_per_step,
         "lr": lr_at(step - 1, cfg),
@@ -407,38 +449,6 @@ def _evaluate_and_save(model, fwd, eval_srcs, cfg, ops, device, amp, step, inter
         "solved": solved,
         "sets": sets,
     }
-    if sets["ood_test"]["acc"] > best["ood_test_acc"]:
-        best.update(step=step, ood_test_acc=sets["ood_test"]["acc"])
-        atomic_save({"model": model.state_dict(), "step": step, "metrics": sets, "config": cfg.to_dict()},
-                    run_dir / "best.pt")
-    return rec
-
-
-def _read_history(path: Path, upto: int) -> list[dict[str, Any]]:
-    """Evaluation records of a run up to a step (records past a resumed checkpoint are dropped)."""
-    if not path.is_file():
-        return []
-    out = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{path} line {i + 1} is corrupt") from None
-        if rec.get("step", 0) <= upto:
-            out.append(rec)
-    return out
-
-
-def _last_checkpoint_step(run_dir: Path) -> int | None:
-    path = run_dir / "last.pt"
-    if not path.is_file():
-        return None
-    try:
-        return int(load_file(path)["step"])
-    except Exception:
-        return None
 
 
 def _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir):

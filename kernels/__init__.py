@@ -13,6 +13,11 @@ imported from the submodules, never from the package.
 Kernels run on CUDA, or on CPU under Triton's interpreter (TRITON_INTERPRET=1 set before triton
 is imported). Each launch is also wrapped in a `torch.library.custom_op` ("fastgrok::…") so
 `torch.compile(fullgraph=True)` sees one opaque op instead of a graph break.
+
+`python -m fastgrok.kernels.report` compiles every kernel at its GPU tiles for sm_90 without a GPU
+and lists registers, spills, shared memory and the modelled DRAM traffic (`traffic` beside each
+attention kernel). `rope_attention_v1` holds the first release's attention kernels, kept for one
+release so the benchmarks (provider "fused-v1") can measure old against new.
 """
 from importlib import import_module
 from typing import Any

@@ -7,6 +7,10 @@ import os
 import torch
 from torch import Tensor
 
+#: Passed as `enable_fp_fusion` at every launch: Triton's default (fused multiply-adds) is set to change in
+#: 3.10, which would change the kernels' rounding (RoPE above all) between Triton versions.
+FP_FUSION = True
+
 #: dtypes every kernel in this package accepts for its floating-point tensors.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

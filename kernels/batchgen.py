@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._common import check_device, interpreter_active, next_pow2, op_defined
+from ._common import FP_FUSION, check_device, interpreter_active, next_pow2, op_defined
 
 if TYPE_CHECKING:
     from fastgrok.data import BatchSource
@@ -31,6 +31,20 @@ SAMPLINGS = {"iid": 0, "paper": 1, "distinct": 2}
 #: "distinct" packs (u, q) as u · 2^QBITS + q in an int64, so it supports N ≤ 2^QBITS points.
 QBITS = 30
 MAX_DISTINCT_POINTS = 1 << QBITS
+
+
+#: tl.randint with int64 offsets matches Philox4x32 on the (offset low, offset high) counter only
+#: from Triton 3.4; older versions silently draw other batches.
+MIN_TRITON = (3, 4)
+
+
+def check_triton_version(version: str | None = None) -> None:
+    """Raise RuntimeError unless Triton (or `version`) is at least MIN_TRITON."""
+    version = triton.__version__ if version is None else version
+    parts = tuple(int(x) for x in version.split("+")[0].split(".")[:2] if x.isdigit())
+    if parts < MIN_TRITON:
+        raise RuntimeError(f"the fused batch generator needs Triton >= {'.'.join(map(str, MIN_TRITON))} (its "
+                           f"tl.randint with int64 offsets), found {version}; use batchgen='reference' or upgrade")
 
 
 # ───────────────────────────── kernel ─────────────────────────────
@@ -203,6 +217,7 @@ def batchgen_forward(
     elif (not isinstance(out, Tensor) or out.shape != shape or out.dtype != torch.int64
           or not out.is_contiguous() or out.device != device):
         raise ValueError(f"out must be a contiguous int64 tensor of shape {shape} on {device}")
+    check_triton_version()
     seed = key - 2**64 if key >= 2**63 else key  # same 64 bits, passed as int64; tl.randint reads them as uint64
     BLOCK_R, BLOCK_S, CHUNK = _blocks(B, S, N, distinct, interpreter_active())
     _batchgen_kernel[(triton.cdiv(B, BLOCK_R),)](
@@ -210,9 +225,18 @@ def batchgen_forward(
         step_int, seed, B, S, N, n_tasks, p,
         task_vecs.stride(0), task_vecs.stride(1), inputs.stride(0), inputs.stride(1), out.stride(0),
         N_VAR=n_var, SAMPLING=SAMPLINGS[sampling], STEP_FROM_PTR=step_t is not None,
-        BLOCK_R=BLOCK_R, BLOCK_S=BLOCK_S, CHUNK=CHUNK,
+        BLOCK_R=BLOCK_R, BLOCK_S=BLOCK_S, CHUNK=CHUNK, enable_fp_fusion=FP_FUSION,
     )
     return out
+
+
+def report_config(B: int = 1024, S: int = 32, N: int = 512, n_var: int = 2, sampling: str = "iid"):
+    """(kernel, pointer types, scalar types, constexprs, label) of the GPU launch, for fastgrok.kernels.report."""
+    BLOCK_R, BLOCK_S, CHUNK = _blocks(B, S, N, sampling == "distinct", False)
+    pointers = {"TaskVecs": "i64", "Inputs": "i64", "Out": "i64", "StepPtr": "i64"}
+    constexprs = dict(N_VAR=n_var, SAMPLING=SAMPLINGS[sampling], STEP_FROM_PTR=True,
+                      BLOCK_R=BLOCK_R, BLOCK_S=BLOCK_S, CHUNK=CHUNK)
+    return _batchgen_kernel, pointers, {"step": "i64", "seed": "i64"}, constexprs, f"R{BLOCK_R} S{BLOCK_S} {sampling}"
 
 
 # ───────────────────────────── custom op and public entry ─────────────────────────────

@@ -18,9 +18,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._common import check_device, check_float_dtype, dot_precision, interpreter_active, next_pow2, op_defined
+from ._common import FP_FUSION, check_device, check_float_dtype, dot_precision, interpreter_active, next_pow2, op_defined
 
 INDEX_DTYPES = (torch.int64, torch.int32)
+BLOCK_V_MAX = 64
+GPU_BWD_BLOCKS = (64, 64)  # BLOCK_N, BLOCK_C of the backward on GPU
+#: tl.dot precision of the fp32 backward on GPU. The one-hot operand is exact in tf32, and tf32x3
+#: splits dOut into hi = tf32(g) and lo = tf32(g − hi), so each token's contribution is g to within
+#: |g|·2⁻²² (lo keeps 11 of the 13 remaining bits) and runs on tensor cores; "ieee" compiled to
+#: plain FMA. Sums still accumulate in fp32, as before.
+GPU_BWD_PRECISION = "tf32x3"
 
 
 # ───────────────────────────── kernels ─────────────────────────────
@@ -133,13 +140,13 @@ def _bwd_blocks(
     N: int, V: int, C: int, n_splits: int | None, interpret: bool, device: torch.device,
 ) -> tuple[int, int, int, int]:
     """BLOCK_V, BLOCK_N, BLOCK_C and tokens per split (a multiple of BLOCK_N) of the backward."""
-    BLOCK_V = min(64, max(16, next_pow2(V)))  # ≥ 16: tl.dot's minimum
+    BLOCK_V = min(BLOCK_V_MAX, max(16, next_pow2(V)))  # ≥ 16: tl.dot's minimum
     if interpret:  # one split unless asked, big blocks
         n_splits = n_splits or 1
         BLOCK_N = min(1024, max(16, next_pow2(triton.cdiv(N, n_splits))))
         BLOCK_C = min(256, max(16, next_pow2(C)))
     else:
-        BLOCK_N, BLOCK_C = 64, min(64, max(16, next_pow2(C)))
+        BLOCK_N, BLOCK_C = GPU_BWD_BLOCKS[0], min(GPU_BWD_BLOCKS[1], max(16, next_pow2(C)))
         if n_splits is None:  # ≈ 4 programs per SM, each summing ≥ 8 token blocks
             tiles = triton.cdiv(C, BLOCK_C) * triton.cdiv(V, BLOCK_V)
             n_splits = min(triton.cdiv(4 * _sm_count(device), tiles), triton.cdiv(N, 8 * BLOCK_N))
@@ -179,7 +186,7 @@ def embedding_forward(idx: Tensor, weight: Tensor, *, out: Tensor | None = None,
     grid = (triton.cdiv(N, BLOCK_N), triton.cdiv(C, BLOCK_C))
     _embedding_fwd_kernel[grid](
         flat, weight, out, N, V, C, weight.stride(0), C,
-        BLOCK_N=BLOCK_N, BLOCK_C=BLOCK_C,
+        BLOCK_N=BLOCK_N, BLOCK_C=BLOCK_C, enable_fp_fusion=FP_FUSION,
     )
     return out
 
@@ -193,8 +200,8 @@ def embedding_backward(
     Accumulates in fp32 and returns dout's dtype. Ids outside [0, V) contribute nothing.
     `out` (contiguous (V, C)) may be given. `n_splits`: how many token slices are summed by
     separate programs and then added in order (default: 1 under the interpreter, else enough
-    programs to fill the GPU). `input_precision` is tl.dot's (default "ieee" for fp32 dout:
-    exact; ignored by the interpreter).
+    programs to fill the GPU). `input_precision` is tl.dot's (default for fp32 dout: "tf32x3" on
+    CUDA, within |g|·2⁻²² per token on tensor cores, see GPU_BWD_PRECISION; ignored by the interpreter).
     """
     _check_idx(idx)
     if not isinstance(dout, Tensor):
@@ -220,6 +227,8 @@ def embedding_backward(
     if g.stride(1) != 1:
         g = g.contiguous()
     flat = idx.reshape(N)  # (N,)
+    if input_precision is None and dout.dtype == torch.float32 and dout.is_cuda:
+        input_precision = GPU_BWD_PRECISION
     precision = dot_precision(dout.dtype, input_precision)
     if n_splits is not None and (isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1):
         raise ValueError(f"n_splits={n_splits!r}; it must be a positive int or None")
@@ -231,11 +240,12 @@ def embedding_backward(
         flat, g, part, N, V, C, tokens_per_split,
         g.stride(0), V * C, C,
         BLOCK_V=BLOCK_V, BLOCK_N=BLOCK_N, BLOCK_C=BLOCK_C,
-        INPUT_PRECISION=precision, UPCAST=interpreter_active(),
+        INPUT_PRECISION=precision, UPCAST=interpreter_active(), enable_fp_fusion=FP_FUSION,
     )
     if n_splits > 1:
         BLOCK = 1024
-        _embedding_bwd_reduce_kernel[(triton.cdiv(V * C, BLOCK),)](part, dweight, n_splits, V * C, V * C, BLOCK=BLOCK)
+        _embedding_bwd_reduce_kernel[(triton.cdiv(V * C, BLOCK),)](part, dweight, n_splits, V * C, V * C, BLOCK=BLOCK,
+                                                                   enable_fp_fusion=FP_FUSION)
     return dweight
 
 

@@ -1,18 +1,29 @@
 """Causal attention with RoPE fused into the loads: Triton forward and deterministic backward.
 
 Computes exactly `fastgrok.rope.rope_attention_reference`: interleaved-pair RoPE (dims 2i, 2i+1
-rotate by t·θ^(-2i/D), fp32 angles) on q and k, causal softmax(q kᵀ / sqrt(D)) v. q and k are
-rotated in registers as they load — split into their even and odd dims, so q kᵀ is two dots
-over D/2 — and no rotated copy ever reaches memory. FlashAttention-2 tiling
-(Dao 2023, https://arxiv.org/abs/2307.08691): online softmax in fp32 with exp2, the row
-log-sum-exp stored for the backward, which recomputes the probabilities. The backward has no
-atomics: one program per key block owns dk and dv; dq comes from the same program when all keys
-fit one key block (see `_block_config`), else from a second kernel per query block.
+rotate by t·θ^(-2i/D), fp32 angles) on q and k, causal softmax(q kᵀ / sqrt(D)) v, optionally for
+a slice of the queries only (`q_slice`: the last block needs outputs at the loss positions alone;
+keys and values stay at every position). q and k load as contiguous (rows, D) tiles, their pairs
+are split and rotated in registers (`tl.reshape` + `tl.split`, `tl.join` back), and no rotated
+copy reaches memory. FlashAttention-2 tiling (Dao 2023, https://arxiv.org/abs/2307.08691):
+online softmax in fp32 with exp2, the row log-sum-exp stored for the backward, which recomputes
+the probabilities.
 
-Layers: kernels → launchers (`rope_attn_forward`, `rope_attn_backward`) → `RopeAttention`
-(autograd, any-stride (B, H, T, D) inputs) → `rope_attention`. For the model and
-`torch.compile`: `fused_attention_qkv(qkv, n_head, theta)` on the fused projection (B, T, 3C),
-through the custom ops "fastgrok::rope_attn_fwd" / "fastgrok::rope_attn_bwd".
+Shaped for memory-bound short sequences (the paper: T = 95, D = 128), two launches per layer:
+- forward: a 1-D grid whose fastest index is the query block, so a head's blocks run side by
+  side and its K and V come from DRAM once (T ≤ 128: one block, one program per head);
+- backward, one launch: for T ≤ 128 one program per (batch, head) computes dK, dV (loop over
+  key blocks, inner loop over queries) and then dQ (loop over query blocks, inner loop over
+  keys), Delta = rowsum(dO ∘ O) inline; the second pass recomputes P instead of holding dQ for
+  all rows, so nothing spills, nothing is atomic and the result is deterministic. Longer
+  sequences split the same two passes over adjacent programs of one launch (key blocks, then
+  query blocks, of one head).
+`traffic(...)` models the DRAM bytes each launch moves (see fastgrok.kernels.report).
+
+Layers: kernels → launchers (`rope_attn_forward`, `rope_attn_backward`) → custom ops
+"fastgrok::rope_attn_fwd"/"rope_attn_bwd" (fused qkv projection) and
+"fastgrok::rope_heads_fwd"/"rope_heads_bwd" ((B, H, T, D) tensors), opaque to torch.compile →
+`fused_attention_qkv` (the registry's op, takes q_slice) and `rope_attention`.
 """
 import functools
 import math
@@ -23,6 +34,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._common import (
+    FP_FUSION,
     check_device,
     check_float_dtype,
     dot_precision,
@@ -33,38 +45,40 @@ from ._common import (
 
 HEAD_DIMS = (32, 64, 128)  # D/2 ≥ 16 keeps every tl.dot dimension ≥ 16
 LOG2E = 1.4426950408889634  # the kernels spell out log2(e) and ln(2): plain globals are not visible in @jit
+ONE_PROGRAM_MAX_T = 128  # up to this T the backward is one program per head
 
 
 # ───────────────────────────── kernels ─────────────────────────────
 
 
 @triton.jit
-def _rope_tile(X, stride_xt, offs_t, T, Cos, Sin, HALF: tl.constexpr):
-    # Load rows offs_t of one (T, D) head as its even and odd dims and rotate them, fp32:
-    # (x_2i, x_2i+1) → (x_2i cos − x_2i+1 sin, x_2i+1 cos + x_2i sin), Cos/Sin (T, D/2) fp32.
+def _rope_load(X, stride_xt, pos, valid, Cos, Sin, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+    # Rows `pos` of one (T, D) head as a contiguous (BLOCK, D) tile, RoPE-rotated in fp32:
+    # pairs (x_2i, x_2i+1) → (x_2i cos − x_2i+1 sin, x_2i+1 cos + x_2i sin), Cos/Sin (T, D/2).
+    HALF: tl.constexpr = HEAD_DIM // 2
+    offs_d = tl.arange(0, HEAD_DIM)
     offs_p = tl.arange(0, HALF)
-    rows = offs_t[:, None] < T
-    ptr = X + offs_t[:, None] * stride_xt + 2 * offs_p[None, :]
-    x_e = tl.load(ptr, mask=rows, other=0.0).to(tl.float32)
-    x_o = tl.load(ptr + 1, mask=rows, other=0.0).to(tl.float32)
-    cs = offs_t[:, None] * HALF + offs_p[None, :]
-    cos = tl.load(Cos + cs, mask=rows, other=0.0)
-    sin = tl.load(Sin + cs, mask=rows, other=0.0)
-    return x_e * cos - x_o * sin, x_o * cos + x_e * sin
+    x = tl.load(X + pos[:, None] * stride_xt + offs_d[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
+    x_e, x_o = tl.split(tl.reshape(x, (BLOCK, HALF, 2)))
+    cs = pos[:, None] * HALF + offs_p[None, :]
+    cos = tl.load(Cos + cs, mask=valid[:, None], other=0.0)
+    sin = tl.load(Sin + cs, mask=valid[:, None], other=0.0)
+    return tl.reshape(tl.join(x_e * cos - x_o * sin, x_o * cos + x_e * sin), (BLOCK, HEAD_DIM))
 
 
 @triton.jit
-def _rope_store_grad(DX, stride_xt, offs_t, T, Cos, Sin, g_e, g_o, HALF: tl.constexpr):
-    # Store a gradient taken w.r.t. the rotated tensor, rotated back (the transpose of
-    # _rope_tile's rotation) into the even/odd dims of rows offs_t.
+def _rope_store_grad(DX, stride_xt, pos, valid, Cos, Sin, g, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+    # Store g, a (BLOCK, D) gradient w.r.t. the rotated rows, rotated back (RoPE's transpose),
+    # as one contiguous tile.
+    HALF: tl.constexpr = HEAD_DIM // 2
+    offs_d = tl.arange(0, HEAD_DIM)
     offs_p = tl.arange(0, HALF)
-    rows = offs_t[:, None] < T
-    cs = offs_t[:, None] * HALF + offs_p[None, :]
-    cos = tl.load(Cos + cs, mask=rows, other=0.0)
-    sin = tl.load(Sin + cs, mask=rows, other=0.0)
-    ptr = DX + offs_t[:, None] * stride_xt + 2 * offs_p[None, :]
-    tl.store(ptr, (g_e * cos + g_o * sin).to(DX.dtype.element_ty), mask=rows)
-    tl.store(ptr + 1, (g_o * cos - g_e * sin).to(DX.dtype.element_ty), mask=rows)
+    g_e, g_o = tl.split(tl.reshape(g, (BLOCK, HALF, 2)))
+    cs = pos[:, None] * HALF + offs_p[None, :]
+    cos = tl.load(Cos + cs, mask=valid[:, None], other=0.0)
+    sin = tl.load(Sin + cs, mask=valid[:, None], other=0.0)
+    dx = tl.reshape(tl.join(g_e * cos + g_o * sin, g_o * cos - g_e * sin), (BLOCK, HEAD_DIM))
+    tl.store(DX + pos[:, None] * stride_xt + offs_d[None, :], dx.to(DX.dtype.element_ty), mask=valid[:, None])
 
 
 @triton.jit
@@ -79,16 +93,13 @@ def _dot_operand(x, Like, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _probs_and_dscores(qe, qo, ke, ko, v, do, lse2, delta, offs_m, offs_n, T, qk_scale,
-                       INPUT_PRECISION: tl.constexpr):
-    # Recompute P = exp2(S·log2e/sqrt(D) − lse·log2e) for a (query, key) block pair and
-    # dS = P ∘ (dO vᵀ − delta); rows past T and keys after the query get P = 0.
-    s = tl.dot(qe, tl.trans(ke), input_precision=INPUT_PRECISION)
-    s += tl.dot(qo, tl.trans(ko), input_precision=INPUT_PRECISION)
-    keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_m[:, None] < T)
-    p = tl.where(keep, tl.exp2(s * qk_scale - lse2[:, None]), 0.0)
-    dp = tl.dot(do, tl.trans(v), input_precision=INPUT_PRECISION)
-    return p, p * (dp - delta[:, None])
+def _load_rows(X, stride_xt, rows, valid, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr):
+    # A plain (BLOCK, D) tile of rows `rows` (v, o, dO), fp32 under the interpreter.
+    offs_d = tl.arange(0, HEAD_DIM)
+    x = tl.load(X + rows[:, None] * stride_xt + offs_d[None, :], mask=valid[:, None], other=0.0)
+    if UPCAST:
+        x = x.to(tl.float32)
+    return x
 
 
 @triton.jit
@@ -99,48 +110,43 @@ def _rope_attn_fwd_kernel(
     stride_vb, stride_vh, stride_vt,
     stride_ob, stride_oh, stride_ot,
     stride_lb, stride_lh,
-    H, T, qk_scale,
+    H, T, TQ, q_start, q_step, n_blocks, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    # Causal RoPE attention forward: Out = softmax(rope(q) rope(k)ᵀ / sqrt(D), causal) v, and
-    # Lse = the row log-sum-exp (natural log, fp32) for the backward.
-    # Grid (B·H, cdiv(T, BLOCK_M)): one program per query block of one head, looping over key
-    # blocks up to the diagonal (a single iteration when T ≤ BLOCK_N).
-    # Numerics: fp32 accumulators, online softmax in base 2 (FlashAttention-2, arXiv 2307.08691);
-    # replaces apply_rope ×2 + SDPA of fastgrok.rope.rope_attention_reference.
-    HALF: tl.constexpr = HEAD_DIM // 2
-    pid_bh = tl.program_id(0)
-    start_m = tl.program_id(1) * BLOCK_M
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    # Causal RoPE attention forward for the TQ queries at positions q_start + r·q_step:
+    # Out[r] = softmax(rope(q) rope(k)ᵀ / sqrt(D), keys ≤ position) v, Lse[r] = the row
+    # log-sum-exp (natural log, fp32). 1-D grid B·H·n_blocks, query block fastest: a head's
+    # blocks are adjacent, so its K and V are read from DRAM once (T ≤ 128: one program per head).
+    # fp32 accumulators, online softmax in base 2 (FlashAttention-2, arXiv 2307.08691); replaces
+    # apply_rope ×2 + SDPA of fastgrok.rope.rope_attention_reference.
+    pid = tl.program_id(0)
+    bh = pid // n_blocks
+    r0 = (pid % n_blocks) * BLOCK_M
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
     Q += b * stride_qb + h * stride_qh
     K += b * stride_kb + h * stride_kh
     V += b * stride_vb + h * stride_vh
     Out += b * stride_ob + h * stride_oh
     Lse += b * stride_lb + h * stride_lh
 
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    qe, qo = _rope_tile(Q, stride_qt, offs_m, T, Cos, Sin, HALF)
-    qe = _dot_operand(qe, Q, UPCAST)
-    qo = _dot_operand(qo, Q, UPCAST)
+    offs_r = r0 + tl.arange(0, BLOCK_M)
+    row_ok = offs_r < TQ
+    pos = q_start + offs_r * q_step  # (BLOCK_M,) absolute query positions
+    q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max (base 2)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running row sum
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    hi = tl.minimum(start_m + BLOCK_M, T)
+    hi = q_start + (tl.minimum(r0 + BLOCK_M, TQ) - 1) * q_step + 1  # keys after the last query are masked
     for start_n in range(0, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        ke, ko = _rope_tile(K, stride_kt, offs_n, T, Cos, Sin, HALF)
-        ke = _dot_operand(ke, Q, UPCAST)
-        ko = _dot_operand(ko, Q, UPCAST)
-        v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=offs_n[:, None] < T, other=0.0)
-        if UPCAST:
-            v = v.to(tl.float32)
-        s = tl.dot(qe, tl.trans(ke), input_precision=INPUT_PRECISION)
-        s += tl.dot(qo, tl.trans(ko), input_precision=INPUT_PRECISION)
-        keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < T)
+        key_ok = offs_n < T
+        k = _dot_operand(_rope_load(K, stride_kt, offs_n, key_ok, Cos, Sin, HEAD_DIM, BLOCK_N), Q, UPCAST)
+        v = _load_rows(V, stride_vt, offs_n, key_ok, HEAD_DIM, UPCAST)
+        s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)
+        keep = (offs_n[None, :] <= pos[:, None]) & key_ok[None, :]
         s = tl.where(keep, s * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: key 0 is in the first block of every row
         alpha = tl.exp2(m_i - m_new)
@@ -151,41 +157,104 @@ def _rope_attn_fwd_kernel(
         m_i = m_new
 
     acc = acc / l_i[:, None]
-    rows = offs_m < T
-    tl.store(Out + offs_m[:, None] * stride_ot + offs_d[None, :], acc.to(Out.dtype.element_ty), mask=rows[:, None])
-    tl.store(Lse + offs_m, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=rows)
-
-
-@triton.jit
-def _rope_attn_bwd_preprocess_kernel(
-    Out, DO, Delta,
-    stride_ob, stride_oh, stride_ot,
-    stride_dob, stride_doh, stride_dot,
-    stride_lb, stride_lh,
-    H, T,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-):
-    # Backward pre-pass for long sequences: Delta = rowsum(dO ∘ O) (fp32, (B, H, T)), the
-    # softmax-gradient correction term, computed once instead of once per key block.
-    # Grid (B·H, cdiv(T, BLOCK_M)). Not launched when T ≤ BLOCK_N: the dk/dv kernel then
-    # computes it inline. FlashAttention-2 backward (arXiv 2307.08691, Alg. 2).
-    pid_bh = tl.program_id(0)
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
-    rows = offs_m[:, None] < T
-    Out += b * stride_ob + h * stride_oh
-    DO += b * stride_dob + h * stride_doh
-    o = tl.load(Out + offs_m[:, None] * stride_ot + offs_d[None, :], mask=rows, other=0.0)
-    do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=rows, other=0.0)
-    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(Delta + b * stride_lb + h * stride_lh + offs_m, delta, mask=offs_m < T)
+    tl.store(Out + offs_r[:, None] * stride_ot + offs_d[None, :], acc.to(Out.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(Lse + offs_r, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=row_ok)
 
 
 @triton.jit
-def _rope_attn_bwd_dkdv_kernel(
-    Q, K, V, Cos, Sin, Out, DO, Lse, Delta, DQ, DK, DV,
+def _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr):
+    # dO, lse·log2(e) and Delta = rowsum(dO ∘ O) (fp32) of query rows offs_r: Delta inline,
+    # recomputed where needed (its rows are in L1/L2), never a pre-pass.
+    do = _load_rows(DO, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
+    o = _load_rows(Out, stride_ot, offs_r, row_ok, HEAD_DIM, False)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+    lse2 = tl.load(Lse + offs_r, mask=row_ok, other=0.0) * 1.4426950408889634
+    return do, lse2, delta
+
+
+@triton.jit
+def _bwd_dkdv_block(
+    Q, K, V, Cos, Sin, Out, DO, Lse, DK, DV,
+    stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
+    T, TQ, q_start, q_step, start_n, sm_scale, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    # dK, dV of keys [start_n, start_n + BLOCK_N): loop over the queries at or after them,
+    # P = exp2(S·log2e/sqrt(D) − lse·log2e), dV += Pᵀ dO, dS = P ∘ (dO Vᵀ − Delta), dK += dSᵀ Q.
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    key_ok = offs_n < T
+    k = _dot_operand(_rope_load(K, stride_kt, offs_n, key_ok, Cos, Sin, HEAD_DIM, BLOCK_N), Q, UPCAST)
+    v = _load_rows(V, stride_vt, offs_n, key_ok, HEAD_DIM, UPCAST)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    first = (tl.maximum(start_n - q_start, 0) + q_step - 1) // q_step  # first query row at or after start_n
+    for r0 in range(first, TQ, BLOCK_M):
+        offs_r = r0 + tl.arange(0, BLOCK_M)
+        row_ok = offs_r < TQ
+        pos = q_start + offs_r * q_step
+        q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
+        do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
+        # Transposed scores (keys × queries), so Pᵀ and dSᵀ are dot operands straight from registers.
+        s_t = tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION)
+        keep = (offs_n[:, None] <= pos[None, :]) & row_ok[None, :]
+        p_t = tl.where(keep, tl.exp2(s_t * qk_scale - lse2[None, :]), 0.0)
+        dv += tl.dot(_dot_operand(p_t, Q, UPCAST), do, input_precision=INPUT_PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)
+        ds_t = _dot_operand(p_t * (dp_t - delta[None, :]), Q, UPCAST)
+        dk += tl.dot(ds_t, q, input_precision=INPUT_PRECISION)
+    _rope_store_grad(DK, stride_dkt, offs_n, key_ok, Cos, Sin, dk * sm_scale, HEAD_DIM, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    tl.store(DV + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+
+
+@triton.jit
+def _bwd_dq_block(
+    Q, K, V, Cos, Sin, Out, DO, Lse, DQ,
+    stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
+    T, TQ, q_start, q_step, r0, sm_scale, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    # dQ of query rows [r0, r0 + BLOCK_M): loop over keys up to the last query's position,
+    # P and dS recomputed as in _bwd_dkdv_block, dQ += dS K; every row summed in a fixed order.
+    offs_r = r0 + tl.arange(0, BLOCK_M)
+    row_ok = offs_r < TQ
+    pos = q_start + offs_r * q_step
+    q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
+    do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    hi = q_start + (tl.minimum(r0 + BLOCK_M, TQ) - 1) * q_step + 1
+    for start_n in range(0, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        key_ok = offs_n < T
+        k = _dot_operand(_rope_load(K, stride_kt, offs_n, key_ok, Cos, Sin, HEAD_DIM, BLOCK_N), Q, UPCAST)
+        v = _load_rows(V, stride_vt, offs_n, key_ok, HEAD_DIM, UPCAST)
+        s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)
+        keep = (offs_n[None, :] <= pos[:, None]) & row_ok[:, None]
+        p = tl.where(keep, tl.exp2(s * qk_scale - lse2[:, None]), 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=INPUT_PRECISION)
+        ds = _dot_operand(p * (dp - delta[:, None]), Q, UPCAST)
+        dq += tl.dot(ds, k, input_precision=INPUT_PRECISION)
+    _rope_store_grad(DQ, stride_dqt, pos, row_ok, Cos, Sin, dq * sm_scale, HEAD_DIM, BLOCK_M)
+
+
+@triton.jit
+def _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+    # With a query slice, dQ is zero at the positions that were not queried.
+    offs_d = tl.arange(0, HEAD_DIM)
+    for t0 in range(0, T, BLOCK):
+        t = t0 + tl.arange(0, BLOCK)
+        rel = tl.maximum(t - q_start, 0)
+        queried = (t >= q_start) & (rel % q_step == 0) & (rel // q_step < TQ)
+        zero = tl.zeros([BLOCK, HEAD_DIM], dtype=DQ.dtype.element_ty)
+        tl.store(DQ + t[:, None] * stride_dqt + offs_d[None, :], zero, mask=((t < T) & ~queried)[:, None])
+
+
+@triton.jit
+def _rope_attn_bwd_kernel(
+    Q, K, V, Cos, Sin, Out, DO, Lse, DQ, DK, DV,
     stride_qb, stride_qh, stride_qt,
     stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt,
@@ -195,151 +264,117 @@ def _rope_attn_bwd_dkdv_kernel(
     stride_dqb, stride_dqh, stride_dqt,
     stride_dkb, stride_dkh, stride_dkt,
     stride_dvb, stride_dvh, stride_dvt,
-    H, T, sm_scale, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FUSE_DQ: tl.constexpr,
+    H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr, ONE_PROGRAM: tl.constexpr, SLICED: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    # Causal RoPE attention backward for dK, dV (and dQ when FUSE_DQ): grid (B·H, cdiv(T, BLOCK_N)),
-    # one program per key block, looping over the query blocks at or after it; P is recomputed
-    # from Lse. dK is rotated back by RoPE's transpose before the store. No atomics: with
-    # FUSE_DQ (one key block holds all of T) each dQ row is complete within its iteration and
-    # Delta = rowsum(dO ∘ O) is computed inline. fp32 accumulators; FlashAttention-2 backward.
-    HALF: tl.constexpr = HEAD_DIM // 2
-    pid_bh = tl.program_id(0)
-    start_n = tl.program_id(1) * BLOCK_N
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    # Causal RoPE attention backward in one launch, deterministic, no atomics, Delta inline.
+    # ONE_PROGRAM (T ≤ 128): grid B·H, each program does its head's dK, dV (key blocks of
+    # BLOCK_N, queries in BLOCK_M) then dQ (query blocks of BLOCK_M2, keys in BLOCK_N2).
+    # Else grid B·H·(n_kblocks + n_qblocks), a head's programs adjacent: one key block or one
+    # query block each. dK, dQ rotated back by RoPE's transpose. fp32 accumulators; FA-2 backward.
+    pid = tl.program_id(0)
+    if ONE_PROGRAM:
+        bh = pid
+        job = 0
+    else:
+        bh = pid // (n_kblocks + n_qblocks)
+        job = pid % (n_kblocks + n_qblocks)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
     Q += b * stride_qb + h * stride_qh
     K += b * stride_kb + h * stride_kh
     V += b * stride_vb + h * stride_vh
     Out += b * stride_ob + h * stride_oh
     DO += b * stride_dob + h * stride_doh
     Lse += b * stride_lb + h * stride_lh
-    Delta += b * stride_lb + h * stride_lh
     DQ += b * stride_dqb + h * stride_dqh
     DK += b * stride_dkb + h * stride_dkh
     DV += b * stride_dvb + h * stride_dvh
-
-    offs_n = start_n + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-    ke, ko = _rope_tile(K, stride_kt, offs_n, T, Cos, Sin, HALF)
-    ke = _dot_operand(ke, Q, UPCAST)
-    ko = _dot_operand(ko, Q, UPCAST)
-    v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=offs_n[:, None] < T, other=0.0)
-    if UPCAST:
-        v = v.to(tl.float32)
-
-    dk_e = tl.zeros([BLOCK_N, HALF], dtype=tl.float32)
-    dk_o = tl.zeros([BLOCK_N, HALF], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    for start_m in range((start_n // BLOCK_M) * BLOCK_M, T, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        rows = offs_m[:, None] < T
-        qe, qo = _rope_tile(Q, stride_qt, offs_m, T, Cos, Sin, HALF)
-        qe = _dot_operand(qe, Q, UPCAST)
-        qo = _dot_operand(qo, Q, UPCAST)
-        do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=rows, other=0.0)
-        if UPCAST:
-            do = do.to(tl.float32)
-        lse2 = tl.load(Lse + offs_m, mask=offs_m < T, other=0.0) * 1.4426950408889634
-        if FUSE_DQ:
-            o = tl.load(Out + offs_m[:, None] * stride_ot + offs_d[None, :], mask=rows, other=0.0)
-            delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+    if ONE_PROGRAM:
+        for start_n in range(0, T, BLOCK_N):
+            _bwd_dkdv_block(Q, K, V, Cos, Sin, Out, DO, Lse, DK, DV,
+                            stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
+                            T, TQ, q_start, q_step, start_n, sm_scale, qk_scale,
+                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST)
+        for r0 in range(0, TQ, BLOCK_M2):
+            _bwd_dq_block(Q, K, V, Cos, Sin, Out, DO, Lse, DQ,
+                          stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
+                          T, TQ, q_start, q_step, r0, sm_scale, qk_scale,
+                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST)
+        if SLICED:
+            _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM, BLOCK_N)
+    else:
+        if job < n_kblocks:
+            _bwd_dkdv_block(Q, K, V, Cos, Sin, Out, DO, Lse, DK, DV,
+                            stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
+                            T, TQ, q_start, q_step, job * BLOCK_N, sm_scale, qk_scale,
+                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST)
         else:
-            delta = tl.load(Delta + offs_m, mask=offs_m < T, other=0.0)
-        p, ds = _probs_and_dscores(qe, qo, ke, ko, v, do, lse2, delta, offs_m, offs_n, T, qk_scale, INPUT_PRECISION)
-        dv += tl.dot(tl.trans(_dot_operand(p, Q, UPCAST)), do, input_precision=INPUT_PRECISION)
-        ds = _dot_operand(ds, Q, UPCAST)
-        dk_e += tl.dot(tl.trans(ds), qe, input_precision=INPUT_PRECISION)
-        dk_o += tl.dot(tl.trans(ds), qo, input_precision=INPUT_PRECISION)
-        if FUSE_DQ:
-            dq_e = tl.dot(ds, ke, input_precision=INPUT_PRECISION) * sm_scale
-            dq_o = tl.dot(ds, ko, input_precision=INPUT_PRECISION) * sm_scale
-            _rope_store_grad(DQ, stride_dqt, offs_m, T, Cos, Sin, dq_e, dq_o, HALF)
-
-    _rope_store_grad(DK, stride_dkt, offs_n, T, Cos, Sin, dk_e * sm_scale, dk_o * sm_scale, HALF)
-    tl.store(DV + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=offs_n[:, None] < T)
+            _bwd_dq_block(Q, K, V, Cos, Sin, Out, DO, Lse, DQ,
+                          stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
+                          T, TQ, q_start, q_step, (job - n_kblocks) * BLOCK_M2, sm_scale, qk_scale,
+                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST)
+            if SLICED:
+                if job == n_kblocks:
+                    _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM, BLOCK_N2)
 
 
-@triton.jit
-def _rope_attn_bwd_dq_kernel(
-    Q, K, V, Cos, Sin, DO, Lse, Delta, DQ,
-    stride_qb, stride_qh, stride_qt,
-    stride_kb, stride_kh, stride_kt,
-    stride_vb, stride_vh, stride_vt,
-    stride_dob, stride_doh, stride_dot,
-    stride_lb, stride_lh,
-    stride_dqb, stride_dqh, stride_dqt,
-    H, T, sm_scale, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-):
-    # Causal RoPE attention backward for dQ when T > one key block: grid (B·H, cdiv(T, BLOCK_M)),
-    # one program per query block looping over key blocks up to the diagonal, so every dQ row is
-    # summed by one program in a fixed order (deterministic, no atomics). P recomputed from Lse,
-    # dS = P ∘ (dO vᵀ − Delta), dQ = dS k / sqrt(D) in fp32, rotated back by RoPE's transpose.
-    HALF: tl.constexpr = HEAD_DIM // 2
-    pid_bh = tl.program_id(0)
-    start_m = tl.program_id(1) * BLOCK_M
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_vb + h * stride_vh
-    DO += b * stride_dob + h * stride_doh
-    Lse += b * stride_lb + h * stride_lh
-    Delta += b * stride_lb + h * stride_lh
-    DQ += b * stride_dqb + h * stride_dqh
-
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    qe, qo = _rope_tile(Q, stride_qt, offs_m, T, Cos, Sin, HALF)
-    qe = _dot_operand(qe, Q, UPCAST)
-    qo = _dot_operand(qo, Q, UPCAST)
-    do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=offs_m[:, None] < T, other=0.0)
-    if UPCAST:
-        do = do.to(tl.float32)
-    lse2 = tl.load(Lse + offs_m, mask=offs_m < T, other=0.0) * 1.4426950408889634
-    delta = tl.load(Delta + offs_m, mask=offs_m < T, other=0.0)
-
-    dq_e = tl.zeros([BLOCK_M, HALF], dtype=tl.float32)
-    dq_o = tl.zeros([BLOCK_M, HALF], dtype=tl.float32)
-    hi = tl.minimum(start_m + BLOCK_M, T)
-    for start_n in range(0, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        ke, ko = _rope_tile(K, stride_kt, offs_n, T, Cos, Sin, HALF)
-        ke = _dot_operand(ke, Q, UPCAST)
-        ko = _dot_operand(ko, Q, UPCAST)
-        v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=offs_n[:, None] < T, other=0.0)
-        if UPCAST:
-            v = v.to(tl.float32)
-        p, ds = _probs_and_dscores(qe, qo, ke, ko, v, do, lse2, delta, offs_m, offs_n, T, qk_scale, INPUT_PRECISION)
-        ds = _dot_operand(ds, Q, UPCAST)
-        dq_e += tl.dot(ds, ke, input_precision=INPUT_PRECISION)
-        dq_o += tl.dot(ds, ko, input_precision=INPUT_PRECISION)
-
-    _rope_store_grad(DQ, stride_dqt, offs_m, T, Cos, Sin, dq_e * sm_scale, dq_o * sm_scale, HALF)
+# ───────────────────────────── tiles and traffic ─────────────────────────────
 
 
-# ───────────────────────────── launchers ─────────────────────────────
-
-
-# GPU tiles per head_dim: (BLOCK_M, BLOCK_N, num_warps, num_stages) of each kernel. Picked so that
-# no kernel spills registers or overflows shared memory on sm_90 (ptxas via Triton 3.9, bf16 and
-# fp32); not yet timed. The dk/dv kernel computes dq too when T ≤ its BLOCK_N.
+# GPU tiles per (head_dim, bytes per element): forward (BLOCK_M, BLOCK_N, num_warps, num_stages),
+# backward (BLOCK_M, BLOCK_N, BLOCK_M2, BLOCK_N2, num_warps, num_stages) — dK/dV pass, then dQ
+# pass. Picked with `python -m fastgrok.kernels.report` (offline sm_90 compiles: no spills, shared
+# memory within the H100's 227 KiB); unmeasured on GPU. The forward's BLOCK_M is capped by the
+# query count, so for T ≤ 128 one query block covers the head.
 _GPU_TILES = {
-    32: dict(fwd=(64, 32, 4, 3), dkdv=(16, 64, 8, 2), dq=(64, 32, 4, 2)),
-    64: dict(fwd=(64, 32, 4, 3), dkdv=(16, 128, 8, 2), dq=(64, 16, 4, 2)),
-    128: dict(fwd=(64, 32, 4, 3), dkdv=(16, 64, 8, 2), dq=(64, 16, 8, 2)),
+    (32, 2): dict(fwd=(128, 64, 4, 2), bwd=(32, 64, 64, 32, 4, 1)),
+    (64, 2): dict(fwd=(128, 64, 8, 2), bwd=(32, 64, 64, 32, 8, 1)),
+    (128, 2): dict(fwd=(128, 32, 8, 2), bwd=(32, 64, 64, 32, 8, 1)),
+    (32, 4): dict(fwd=(64, 32, 4, 1), bwd=(16, 32, 32, 16, 4, 1)),
+    (64, 4): dict(fwd=(32, 16, 8, 1), bwd=(16, 16, 16, 16, 8, 1)),
+    (128, 4): dict(fwd=(16, 16, 8, 1), bwd=(16, 16, 16, 16, 8, 1)),
 }
 
 
-def _block_config(T: int, D: int, interpret: bool) -> dict[str, tuple[int, int, int, int]]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel, keyed on (T, D)."""
-    tile = min(128, max(16, next_pow2(T)))  # whole sequence when T ≤ 128; ≥ 16 for tl.dot
+def block_config(T: int, TQ: int, D: int, itemsize: int, interpret: bool) -> dict[str, tuple[int, ...]]:
+    """Tiles of the forward and backward launch for T keys, TQ queries, head_dim D (see _GPU_TILES)."""
+    q_tile = min(128, max(16, next_pow2(TQ)))  # ≥ 16 for tl.dot
+    k_tile = min(128, max(16, next_pow2(T)))
     if interpret:  # few, big blocks: the interpreter pays per program and per op, not per element
-        return dict(fwd=(tile, tile, 4, 1), dkdv=(tile, tile, 4, 1), dq=(tile, tile, 4, 1))
-    return {name: (min(m, tile), min(n, tile), w, s) for name, (m, n, w, s) in _GPU_TILES[D].items()}
+        return dict(fwd=(q_tile, k_tile, 4, 1), bwd=(q_tile, k_tile, q_tile, k_tile, 4, 1))
+    fm, fn, fw, fs = _GPU_TILES[(D, itemsize)]["fwd"]
+    bm, bn, bm2, bn2, bw, bs = _GPU_TILES[(D, itemsize)]["bwd"]
+    return dict(fwd=(min(fm, q_tile), min(fn, k_tile), fw, fs),
+                bwd=(min(bm, q_tile), min(bn, k_tile), min(bm2, q_tile), min(bn2, k_tile), bw, bs))
+
+
+def traffic(B: int, H: int, T: int, D: int, itemsize: int, TQ: int | None = None) -> dict[str, dict[str, int]]:
+    """Modelled DRAM bytes of each launch: {"forward"|"backward": {"read", "write", "launches"}}.
+
+    Model: a head's programs are adjacent in launch order (one program for T ≤ 128), so every
+    tensor row a launch touches comes from DRAM once and re-reads within the head hit L2; the
+    fp32 cos/sin tables (T, D/2) are read once per launch. TQ is the query count (q_slice).
+    Forward reads q (TQ rows), k, v (T rows), writes out (TQ rows) and lse; backward reads q,
+    out, dO (TQ rows), k, v and lse, writes dq (T rows: zeros where not queried), dk, dv.
+    """
+    TQ = T if TQ is None else TQ
+    heads, row = B * H, D * itemsize
+    tables = 2 * T * (D // 2) * 4
+    fwd = dict(read=heads * (TQ + 2 * T) * row + tables, write=heads * (TQ * row + TQ * 4), launches=1)
+    bwd = dict(read=heads * (3 * TQ * row + 2 * T * row + TQ * 4) + tables, write=heads * 3 * T * row, launches=1)
+    return {"forward": fwd, "backward": bwd}
+
+
+def ideal_bytes(B: int, H: int, T: int, D: int, itemsize: int) -> dict[str, int]:
+    """The floor: forward reads q, k, v and writes out (4n); backward reads q, k, v, out, dO, writes dq, dk, dv (8n)."""
+    n = B * H * T * D * itemsize
+    return {"forward": 4 * n, "backward": 8 * n}
+
+
+# ───────────────────────────── launchers ─────────────────────────────
 
 
 @functools.lru_cache(maxsize=32)
@@ -351,8 +386,22 @@ def _rope_table(T: int, D: int, theta: float, device: torch.device) -> tuple[Ten
     return ang.cos().contiguous(), ang.sin().contiguous()
 
 
-def _check_heads(tensors: dict[str, Tensor]) -> tuple[int, int, int, int]:
-    """Validate (B, H, T, D) tensors with one shape, dtype and device; return B, H, T, D."""
+def query_positions(q_slice: slice | None, T: int) -> tuple[int, int, int]:
+    """(start, step, count) of the query positions range(T)[q_slice]; step ≥ 1."""
+    if q_slice is None:
+        return 0, 1, T
+    if not isinstance(q_slice, slice):
+        raise TypeError(f"q_slice must be a slice or None, got {type(q_slice).__name__}")
+    r = range(T)[q_slice]
+    if len(r) == 0:
+        return 0, 1, 0
+    if r.step < 0:
+        raise ValueError(f"q_slice={q_slice!r} runs backwards; the fused kernel takes increasing positions (step ≥ 1)")
+    return r.start, r.step, len(r)
+
+
+def _check_heads(tensors: dict[str, Tensor], T: int | None = None) -> tuple[int, int, int, int]:
+    """Validate (B, H, ·, D) tensors with one dtype and device (and T rows unless T is None); return B, H, T, D."""
     first_name, first = next(iter(tensors.items()))
     for name, t in tensors.items():
         if not isinstance(t, Tensor):
@@ -361,26 +410,25 @@ def _check_heads(tensors: dict[str, Tensor]) -> tuple[int, int, int, int]:
         check_float_dtype(t, name)
         if t.dim() != 4:
             raise ValueError(f"{name} must have shape (B, H, T, D), got {tuple(t.shape)}")
-        if t.shape != first.shape:
-            raise ValueError(
-                f"{name} has shape {tuple(t.shape)} but {first_name} has {tuple(first.shape)}; they must match"
-            )
+        want = first.shape if T is None else (*first.shape[:2], T, first.shape[3])
+        if t.shape != want:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}; it must be {tuple(want)}")
         if t.dtype != first.dtype:
             raise TypeError(f"{name} has dtype {t.dtype} but {first_name} has {first.dtype}; they must match")
         if t.device != first.device:
             raise ValueError(f"{name} is on {t.device} but {first_name} is on {first.device}; they must match")
         if t.stride(-1) != 1 and t.shape[-1] > 1:
             raise ValueError(f"{name} has last-dim stride {t.stride(-1)}; it must be 1 (head dims contiguous)")
-    B, H, T, D = first.shape
+    B, H, T_, D = first.shape
     if D not in HEAD_DIMS:
         raise ValueError(f"head_dim D={D} is not supported; valid head dims are {HEAD_DIMS}")
-    return B, H, T, D
+    return B, H, T_, D
 
 
-def _check_lse(lse: Tensor, B: int, H: int, T: int, device: torch.device, name: str = "lse") -> None:
-    if lse.shape != (B, H, T) or lse.dtype != torch.float32 or not lse.is_contiguous() or lse.device != device:
+def _check_lse(lse: Tensor, shape: tuple[int, int, int], device: torch.device, name: str = "lse") -> None:
+    if lse.shape != shape or lse.dtype != torch.float32 or not lse.is_contiguous() or lse.device != device:
         raise ValueError(
-            f"{name} must be a contiguous float32 tensor of shape {(B, H, T)} on {device}, "
+            f"{name} must be a contiguous float32 tensor of shape {shape} on {device}, "
             f"got {lse.dtype} {tuple(lse.shape)} on {lse.device} (contiguous={lse.is_contiguous()})"
         )
 
@@ -397,58 +445,65 @@ def _new_heads(B: int, H: int, T: int, D: int, like: Tensor) -> Tensor:
 
 
 def rope_attn_forward(
-    q: Tensor, k: Tensor, v: Tensor, theta: float = 10000.0, *,
+    q: Tensor, k: Tensor, v: Tensor, theta: float = 10000.0, *, q_slice: slice | None = None,
     out: Tensor | None = None, lse: Tensor | None = None, input_precision: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Causal RoPE attention forward. q, k, v (B, H, T, D), any strides with the last one 1.
 
-    Returns out (B, H, T, D) — a view of a (B, T, H, D) buffer unless `out` is given — and
-    lse (B, H, T) fp32, the natural-log log-sum-exp of each row's scaled scores.
+    With q_slice only the queries at positions range(T)[q_slice] (T' of them; every key and
+    value). Returns out (B, H, T', D) — a view of a (B, T', H, D) buffer unless `out` is given —
+    and lse (B, H, T') fp32, the natural-log log-sum-exp of each row's scaled scores.
     `input_precision` is tl.dot's (default "ieee" for fp32: exact; ignored by the interpreter).
     """
     B, H, T, D = _check_heads({"q": q, "k": k, "v": v})
     theta = _check_theta(theta)
+    q_start, q_step, TQ = query_positions(q_slice, T)
     precision = dot_precision(q.dtype, input_precision)
     if out is None:
-        out = _new_heads(B, H, T, D, q)
+        out = _new_heads(B, H, TQ, D, q)
     else:
-        _check_heads({"q": q, "out": out})
+        _check_heads({"q": q, "out": out} if TQ == T else {"out": out, "q": q[:, :, :TQ]}, TQ)
     if lse is None:
-        lse = torch.empty(B, H, T, dtype=torch.float32, device=q.device)
+        lse = torch.empty(B, H, TQ, dtype=torch.float32, device=q.device)
     else:
-        _check_lse(lse, B, H, T, q.device)
+        _check_lse(lse, (B, H, TQ), q.device)
     if out.numel() == 0:
         return out, lse
     cos, sin = _rope_table(T, D, theta, q.device)
-    BLOCK_M, BLOCK_N, warps, stages = _block_config(T, D, interpreter_active())["fwd"]
-    grid = (B * H, triton.cdiv(T, BLOCK_M))
-    _rope_attn_fwd_kernel[grid](
+    BLOCK_M, BLOCK_N, warps, stages = block_config(T, TQ, D, q.element_size(), interpreter_active())["fwd"]
+    n_blocks = triton.cdiv(TQ, BLOCK_M)
+    _rope_attn_fwd_kernel[(B * H * n_blocks,)](
         q, k, v, cos, sin, out, lse,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         lse.stride(0), lse.stride(1),
-        H, T, LOG2E / math.sqrt(D),
+        H, T, TQ, q_start, q_step, n_blocks, LOG2E / math.sqrt(D),
         HEAD_DIM=D, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
         INPUT_PRECISION=precision, UPCAST=interpreter_active(),
-        num_warps=warps, num_stages=stages,
+        num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
     )
     return out, lse
 
 
 def rope_attn_backward(
     do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, theta: float = 10000.0, *,
-    dq: Tensor | None = None, dk: Tensor | None = None, dv: Tensor | None = None,
+    q_slice: slice | None = None, dq: Tensor | None = None, dk: Tensor | None = None, dv: Tensor | None = None,
     input_precision: str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients (dq, dk, dv) of `rope_attn_forward` for upstream gradient `do`, deterministic.
+    """Gradients (dq, dk, dv) of `rope_attn_forward` for upstream gradient `do`, in one launch, deterministic.
 
-    `out` and `lse` are what the forward returned; dq, dk, dv may be given (any strides with the
-    last one 1, e.g. slices of one dqkv buffer), else they are views of (B, T, H, D) buffers.
+    `out`, `lse` are what the forward returned (T' query rows with q_slice; `do` has T' rows too);
+    dq (zero at positions not queried), dk, dv are (B, H, T, D) and may be given (any strides
+    with the last one 1, e.g. slices of one dqkv buffer), else views of (B, T, H, D) buffers.
     """
-    B, H, T, D = _check_heads({"q": q, "k": k, "v": v, "do": do, "out": out})
-    _check_lse(lse, B, H, T, q.device)
+    B, H, T, D = _check_heads({"q": q, "k": k, "v": v})
+    q_start, q_step, TQ = query_positions(q_slice, T)
+    _check_heads({"q": q, "do": do, "out": out} if TQ == T else {"do": do, "out": out}, TQ)
+    if do.dtype != q.dtype or out.dtype != q.dtype:
+        raise TypeError(f"do ({do.dtype}) and out ({out.dtype}) must have q's dtype {q.dtype}")
+    _check_lse(lse, (B, H, TQ), q.device)
     theta = _check_theta(theta)
     precision = dot_precision(q.dtype, input_precision)
     dq = _new_heads(B, H, T, D, q) if dq is None else dq
@@ -457,25 +512,16 @@ def rope_attn_backward(
     _check_heads({"q": q, "dq": dq, "dk": dk, "dv": dv})
     if q.numel() == 0:
         return dq, dk, dv
+    if TQ == 0:  # nothing queried: no gradient reaches q, k or v
+        return dq.zero_(), dk.zero_(), dv.zero_()
     cos, sin = _rope_table(T, D, theta, q.device)
-    cfg = _block_config(T, D, interpreter_active())
-    KV_M, KV_N, kv_warps, kv_stages = cfg["dkdv"]
-    Q_M, Q_N, q_warps, q_stages = cfg["dq"]
-    fuse_dq = T <= KV_N
-    upcast = interpreter_active()
+    BM, BN, BM2, BN2, warps, stages = block_config(T, TQ, D, q.element_size(), interpreter_active())["bwd"]
+    one_program = T <= ONE_PROGRAM_MAX_T
+    n_kblocks, n_qblocks = triton.cdiv(T, BN), triton.cdiv(TQ, BM2)
+    programs = B * H * (1 if one_program else n_kblocks + n_qblocks)
     sm_scale = 1.0 / math.sqrt(D)
-    delta = lse  # placeholder pointer: with fuse_dq the dk/dv kernel computes delta inline
-    if not fuse_dq:
-        delta = torch.empty_like(lse)
-        _rope_attn_bwd_preprocess_kernel[(B * H, triton.cdiv(T, Q_M))](
-            out, do, delta,
-            out.stride(0), out.stride(1), out.stride(2),
-            do.stride(0), do.stride(1), do.stride(2),
-            lse.stride(0), lse.stride(1),
-            H, T, HEAD_DIM=D, BLOCK_M=Q_M,
-        )
-    _rope_attn_bwd_dkdv_kernel[(B * H, triton.cdiv(T, KV_N))](
-        q, k, v, cos, sin, out, do, lse, delta, dq, dk, dv,
+    _rope_attn_bwd_kernel[(programs,)](
+        q, k, v, cos, sin, out, do, lse, dq, dk, dv,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
@@ -485,25 +531,12 @@ def rope_attn_backward(
         dq.stride(0), dq.stride(1), dq.stride(2),
         dk.stride(0), dk.stride(1), dk.stride(2),
         dv.stride(0), dv.stride(1), dv.stride(2),
-        H, T, sm_scale, sm_scale * LOG2E,
-        HEAD_DIM=D, BLOCK_M=KV_M, BLOCK_N=KV_N, FUSE_DQ=fuse_dq,
-        INPUT_PRECISION=precision, UPCAST=upcast,
-        num_warps=kv_warps, num_stages=kv_stages,
+        H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, sm_scale * LOG2E,
+        HEAD_DIM=D, BLOCK_M=BM, BLOCK_N=BN, BLOCK_M2=BM2, BLOCK_N2=BN2,
+        ONE_PROGRAM=one_program, SLICED=TQ != T,
+        INPUT_PRECISION=precision, UPCAST=interpreter_active(),
+        num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
     )
-    if not fuse_dq:
-        _rope_attn_bwd_dq_kernel[(B * H, triton.cdiv(T, Q_M))](
-            q, k, v, cos, sin, do, lse, delta, dq,
-            q.stride(0), q.stride(1), q.stride(2),
-            k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2),
-            do.stride(0), do.stride(1), do.stride(2),
-            lse.stride(0), lse.stride(1),
-            dq.stride(0), dq.stride(1), dq.stride(2),
-            H, T, sm_scale, sm_scale * LOG2E,
-            HEAD_DIM=D, BLOCK_M=Q_M, BLOCK_N=Q_N,
-            INPUT_PRECISION=precision, UPCAST=upcast,
-            num_warps=q_warps, num_stages=q_stages,
-        )
     return dq, dk, dv
 
 
@@ -512,29 +545,48 @@ def _unit_stride(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-# ───────────────────────────── autograd: (B, H, T, D) tensors ─────────────────────────────
+def _as_slice(q_start: int, q_step: int, q_len: int, T: int) -> slice | None:
+    """The custom ops carry a query slice as three ints; None when it is every position."""
+    if (q_start, q_step, q_len) == (0, 1, T):
+        return None
+    return slice(q_start, q_start + q_step * q_len, q_step)
 
 
-class RopeAttention(torch.autograd.Function):
-    """Autograd for any-stride q, k, v (B, H, T, D); eager only (see fused_attention_qkv for compile)."""
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, theta: float) -> Tensor:
-        out, lse = rope_attn_forward(q, k, v, theta)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.theta = theta
-        return out
-
-    @staticmethod
-    def backward(ctx, dout: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = rope_attn_backward(_unit_stride(dout), q, k, v, out, lse, ctx.theta)
-        return dq, dk, dv, None
+# ───────────────────────────── custom ops: (B, H, T, D) tensors ─────────────────────────────
 
 
-def rope_attention(q: Tensor, k: Tensor, v: Tensor, theta: float = 10000.0) -> Tensor:
-    """Causal attention over RoPE-rotated q, k: q, k, v (B, H, T, D) → (B, H, T, D), = rope_attention_reference."""
-    return RopeAttention.apply(q, k, v, theta)
+def _heads_fwd_impl(q: Tensor, k: Tensor, v: Tensor, theta: float) -> tuple[Tensor, Tensor]:
+    return rope_attn_forward(q, k, v, theta)
+
+
+def _heads_fwd_fake(q: Tensor, k: Tensor, v: Tensor, theta: float) -> tuple[Tensor, Tensor]:
+    B, H, T, D = q.shape
+    return _new_heads(B, H, T, D, q), q.new_empty(B, H, T, dtype=torch.float32)
+
+
+def _heads_bwd_impl(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                    theta: float) -> tuple[Tensor, Tensor, Tensor]:
+    return rope_attn_backward(_unit_stride(do), q, k, v, out, lse, theta)
+
+
+def _heads_bwd_fake(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                    theta: float) -> tuple[Tensor, Tensor, Tensor]:
+    B, H, T, D = q.shape
+    return tuple(_new_heads(B, H, T, D, q) for _ in range(3))
+
+
+def _heads_setup_context(ctx, inputs: tuple, output: tuple) -> None:
+    q, k, v, theta = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.theta = theta
+
+
+def _heads_backward(ctx, dout: Tensor, dlse: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None]:
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = torch.ops.fastgrok.rope_heads_bwd(dout, q, k, v, out, lse, ctx.theta)
+    return dq, dk, dv, None
 
 
 # ───────────────────────────── custom ops: the fused qkv projection ─────────────────────────────
@@ -552,70 +604,91 @@ def _split_qkv(qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D) each
 
 
-def _qkv_fwd_impl(qkv: Tensor, n_head: int, theta: float) -> tuple[Tensor, Tensor]:
+def _qkv_fwd_impl(qkv: Tensor, n_head: int, theta: float, q_start: int, q_step: int,
+                  q_len: int) -> tuple[Tensor, Tensor]:
     q, k, v = _split_qkv(qkv, n_head)
-    out, lse = rope_attn_forward(q, k, v, theta)  # out: (B, H, T, D) view of (B, T, H, D)
-    B, H, T, D = out.shape
-    return out.transpose(1, 2).reshape(B, T, H * D), lse  # (B, T, C), free
+    out, lse = rope_attn_forward(q, k, v, theta, q_slice=_as_slice(q_start, q_step, q_len, qkv.shape[1]))
+    B, H, TQ, D = out.shape  # out: (B, H, T', D) view of (B, T', H, D)
+    return out.transpose(1, 2).reshape(B, TQ, H * D), lse  # (B, T', C), free
 
 
-def _qkv_fwd_fake(qkv: Tensor, n_head: int, theta: float) -> tuple[Tensor, Tensor]:
+def _qkv_fwd_fake(qkv: Tensor, n_head: int, theta: float, q_start: int, q_step: int,
+                  q_len: int) -> tuple[Tensor, Tensor]:
     B, T, C3 = qkv.shape
-    return qkv.new_empty(B, T, C3 // 3), qkv.new_empty(B, n_head, T, dtype=torch.float32)
+    return qkv.new_empty(B, q_len, C3 // 3), qkv.new_empty(B, n_head, q_len, dtype=torch.float32)
 
 
-def _qkv_bwd_impl(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, n_head: int, theta: float) -> Tensor:
+def _qkv_bwd_impl(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, n_head: int, theta: float,
+                  q_start: int, q_step: int, q_len: int) -> Tensor:
     B, T, C3 = qkv.shape
     D = C3 // (3 * n_head)
     q, k, v = _split_qkv(qkv, n_head)
-    o = out.view(B, T, n_head, D).transpose(1, 2)  # (B, H, T, D)
-    do = _unit_stride(dout).view(B, T, n_head, D).transpose(1, 2)  # (B, H, T, D)
+    o = out.view(B, q_len, n_head, D).transpose(1, 2)  # (B, H, T', D)
+    do = _unit_stride(dout).reshape(B, q_len, n_head, D).transpose(1, 2)  # (B, H, T', D)
     dqkv = torch.empty(B, T, 3, n_head, D, dtype=qkv.dtype, device=qkv.device)
     dq, dk, dv = (g.transpose(1, 2) for g in dqkv.unbind(2))  # (B, H, T, D) views
-    rope_attn_backward(do, q, k, v, o, lse, theta, dq=dq, dk=dk, dv=dv)
+    rope_attn_backward(do, q, k, v, o, lse, theta, q_slice=_as_slice(q_start, q_step, q_len, T), dq=dq, dk=dk, dv=dv)
     return dqkv.view(B, T, C3)
 
 
-def _qkv_bwd_fake(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, n_head: int, theta: float) -> Tensor:
+def _qkv_bwd_fake(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, n_head: int, theta: float,
+                  q_start: int, q_step: int, q_len: int) -> Tensor:
     return torch.empty_like(qkv, memory_format=torch.contiguous_format)
 
 
 def _qkv_setup_context(ctx, inputs: tuple, output: tuple) -> None:
-    qkv, n_head, theta = inputs
+    qkv, n_head, theta, q_start, q_step, q_len = inputs
     out, lse = output
+    ctx.mark_non_differentiable(lse)
     ctx.save_for_backward(qkv, out, lse)
-    ctx.n_head, ctx.theta = n_head, theta
+    ctx.args = (n_head, theta, q_start, q_step, q_len)
 
 
-def _qkv_backward(ctx, dout: Tensor, dlse: Tensor | None) -> tuple[Tensor, None, None]:
+def _qkv_backward(ctx, dout: Tensor, dlse: Tensor | None) -> tuple:
     qkv, out, lse = ctx.saved_tensors
-    return torch.ops.fastgrok.rope_attn_bwd(dout, qkv, out, lse, ctx.n_head, ctx.theta), None, None
+    return torch.ops.fastgrok.rope_attn_bwd(dout, qkv, out, lse, *ctx.args), None, None, None, None, None
 
 
 def _register_ops() -> None:
-    """Define "fastgrok::rope_attn_fwd"/"rope_attn_bwd" once per process (re-imports are no-ops)."""
+    """Define the four "fastgrok::rope_*" ops once per process (re-imports are no-ops)."""
     if op_defined("fastgrok::rope_attn_fwd"):
         return
-    fwd = torch.library.custom_op(
-        "fastgrok::rope_attn_fwd", _qkv_fwd_impl, mutates_args=(),
-        schema="(Tensor qkv, int n_head, float theta) -> (Tensor, Tensor)",
-    )
+    lib = torch.library
+    fwd = lib.custom_op("fastgrok::rope_attn_fwd", _qkv_fwd_impl, mutates_args=(), schema=(
+        "(Tensor qkv, int n_head, float theta, int q_start, int q_step, SymInt q_len) -> (Tensor, Tensor)"))
     fwd.register_fake(_qkv_fwd_fake)
-    bwd = torch.library.custom_op(
-        "fastgrok::rope_attn_bwd", _qkv_bwd_impl, mutates_args=(),
-        schema="(Tensor dout, Tensor qkv, Tensor out, Tensor lse, int n_head, float theta) -> Tensor",
-    )
-    bwd.register_fake(_qkv_bwd_fake)
+    lib.custom_op("fastgrok::rope_attn_bwd", _qkv_bwd_impl, mutates_args=(), schema=(
+        "(Tensor dout, Tensor qkv, Tensor out, Tensor lse, int n_head, float theta, int q_start, int q_step, "
+        "SymInt q_len) -> Tensor")).register_fake(_qkv_bwd_fake)
     fwd.register_autograd(_qkv_backward, setup_context=_qkv_setup_context)
+    heads = lib.custom_op("fastgrok::rope_heads_fwd", _heads_fwd_impl, mutates_args=(),
+                          schema="(Tensor q, Tensor k, Tensor v, float theta) -> (Tensor, Tensor)")
+    heads.register_fake(_heads_fwd_fake)
+    lib.custom_op("fastgrok::rope_heads_bwd", _heads_bwd_impl, mutates_args=(), schema=(
+        "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, float theta) -> (Tensor, Tensor, Tensor)"
+    )).register_fake(_heads_bwd_fake)
+    heads.register_autograd(_heads_backward, setup_context=_heads_setup_context)
 
 
 _register_ops()
 
 
-def fused_attention_qkv(qkv: Tensor, n_head: int, theta: float = 10000.0) -> Tensor:
-    """Causal RoPE attention on a fused projection: qkv (B, T, 3·C) → (B, T, C); compiles fullgraph.
+def rope_attention(q: Tensor, k: Tensor, v: Tensor, theta: float = 10000.0) -> Tensor:
+    """Causal attention over RoPE-rotated q, k: q, k, v (B, H, T, D) → (B, H, T, D), = rope_attention_reference.
 
-    Equals splitting qkv.view(B, T, 3, H, D) into q, k, v (B, H, T, D), rope_attention_reference,
-    then .transpose(1, 2).reshape(B, T, C); reads q, k, v straight from qkv's strides.
+    Through the custom op "fastgrok::rope_heads_fwd", so it compiles with fullgraph=True."""
+    return torch.ops.fastgrok.rope_heads_fwd(q, k, v, theta)[0]
+
+
+def fused_attention_qkv(qkv: Tensor, n_head: int, theta: float = 10000.0, q_slice: slice | None = None) -> Tensor:
+    """Causal RoPE attention on a fused projection: qkv (B, T, 3·C) → (B, T, C), or (B, T', C) at q_slice.
+
+    Equals fastgrok.backends.attention_reference; reads q, k, v straight from qkv's strides and,
+    with q_slice, computes only those queries (forward and backward). Compiles fullgraph.
     """
-    return torch.ops.fastgrok.rope_attn_fwd(qkv, n_head, theta)[0]
+    T = qkv.shape[1] if isinstance(qkv, Tensor) and qkv.dim() == 3 else 0
+    q_start, q_step, q_len = query_positions(q_slice, T)
+    return torch.ops.fastgrok.rope_attn_fwd(qkv, n_head, theta, q_start, q_step, q_len)[0]
+
+
+fused_attention_qkv.supports_q_slice = True  # type: ignore[attr-defined]

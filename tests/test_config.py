@@ -64,3 +64,45 @@ def test_toml_and_dict_round_trip(tmp_path):
         Config.from_toml(path)
     with pytest.raises(ValueError, match="does not exist"):
         Config.from_toml(tmp_path / "missing.toml")
+
+
+# ---- issue 9 -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field", ["alpha", "rope_theta", "lr", "beta1", "beta2", "eps", "weight_decay",
+                                   "init_lr_ratio", "min_lr_ratio", "grad_clip", "phase_threshold"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", float("nan")])
+def test_every_float_field_rejects_non_finite(field, value):
+    with pytest.raises(ValueError, match=f"{field}=.* must be a finite number"):
+        Config.preset("tiny", **{field: value})
+
+
+@pytest.mark.parametrize("name", ["../x", "../../x", "/abs/path", "a/b", "..", ".", "a\\b"])
+def test_run_name_is_one_path_component(name):
+    with pytest.raises(ValueError, match="run_name=.* must be one folder name"):
+        Config.preset("tiny", run_name=name)
+    assert Config.preset("tiny", run_name="ok.name-1").train.run_name == "ok.name-1"
+
+
+def test_seeds_name_their_field():
+    with pytest.raises(ValueError, match=r"data_seed=99999999999999999999 must lie in \[0, 2\^60\)"):
+        Config.preset("tiny", data_seed=99999999999999999999)
+    with pytest.raises(ValueError, match=r"^seed=-1"):
+        Config.preset("tiny", seed=-1)
+
+
+def test_empty_toml_is_the_default_preset_and_read_errors_name_the_file(tmp_path):
+    from fastgrok.config import DEFAULT_PRESET
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    assert Config.from_toml(path) == Config.preset(DEFAULT_PRESET)
+    path.write_text("# only a comment\n")
+    assert Config.from_toml(path, seed=3) == Config.preset(DEFAULT_PRESET, seed=3)
+    path.write_text("seed = 3\n")  # fields without a preset: the dataclass defaults (documented)
+    assert Config.from_toml(path).train.steps == 200_000
+    path.write_bytes(b"seed = 3 # \xff\xfe\n")
+    with pytest.raises(ValueError, match="empty.toml' is not UTF-8"):
+        Config.from_toml(path)
+    with pytest.raises(ValueError, match="is a folder"):
+        Config.from_toml(tmp_path)
+    path.write_text("preset = [1]\n")
+    with pytest.raises(ValueError, match="unknown preset"):
+        Config.from_toml(path)

@@ -84,3 +84,60 @@ def test_fused_head_dim_is_checked_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="head_dim"):
         train(Config.preset("tiny", backend="fused", out_dir=str(tmp_path)), quiet=True)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_production_configuration_tracks_reference():
+    """As training runs on a GPU — fused backend, bf16 autocast, compiled fullgraph (aot_eager, the
+    backend a CPU allows here), AdamW — for a few steps on real batches, against the eager reference.
+    The interpreter rounds fp32 → bf16 by truncation, so agreement is to bf16 precision."""
+    from fastgrok import make_tasks, sample_batch
+
+    cfg = _cfg()
+    ref, fused = _pair(cfg)
+    torch._dynamo.reset()
+    step_fused = torch.compile(lambda b: z_loss(fused, b, 2), fullgraph=True, backend="aot_eager")
+    opts = [torch.optim.AdamW(m.parameters(), lr=3e-3) for m in (ref, fused)]
+    tasks = make_tasks(cfg.task)
+    losses = []
+    for step in range(3):
+        batch = sample_batch(cfg, tasks, step)
+        pair = []
+        for model, fn, opt in ((ref, lambda b: z_loss(ref, b, 2), opts[0]), (fused, step_fused, opts[1])):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = fn(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            pair.append(loss.item())
+        losses.append(pair)
+    for step, (r, f) in enumerate(losses):
+        assert abs(r - f) < 2e-2 * max(1.0, abs(r)), (step, r, f)
+    assert losses[-1][1] < losses[0][1]  # and it trains
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_fused_model_inductor_fullgraph_bf16():
+    """The fused GPT under inductor, fullgraph, in bf16 autocast as training runs it (head_dim 128, T 95, the
+    last block sliced to the z positions): logits and gradients by STYLE's rule against an fp64 reference,
+    err(compiled fused) ≤ 2 · err(eager reference in bf16) + 1e-3."""
+    torch._dynamo.reset()
+    cfg = Config.preset("paper", n_embd=256, n_head=2, depth=2, vocab_size=29)
+    ref, fused = _pair(cfg)
+    ref, fused = ref.cuda(), fused.cuda()
+    ref64 = GPT(cfg.model, resolve_ops(backend="reference")).cuda().double()
+    ref64.load_state_dict(ref.state_dict())
+    idx = torch.randint(0, 29, (16, 95), device="cuda")
+    positions = slice(2, None, 3)
+    compiled = torch.compile(fused, fullgraph=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        outs = [compiled(idx, positions), ref(idx, positions)]
+    outs.append(ref64(idx, positions))
+    g = torch.randn_like(outs[2])
+    grads = [torch.autograd.grad((o.double() * g).sum(), list(m.parameters()))
+             for o, m in zip(outs, (fused, ref, ref64))]
+    err = lambda a, b: (a.double() - b).abs().max().item()  # noqa: E731
+    assert err(outs[0], outs[2]) <= 2 * err(outs[1], outs[2]) + 1e-3
+    for name, gf, gr, g64 in zip([n for n, _ in ref.named_parameters()], *grads):
+        assert torch.isfinite(gf).all(), name
+        assert err(gf, g64) <= 2 * err(gr, g64) + 1e-3, (name, err(gf, g64), err(gr, g64))

@@ -241,6 +241,24 @@ def test_custom_op_compiles_fullgraph():
     assert torch.equal(got, generate_batch(src, 7) * 2)
 
 
+def test_opcheck():
+    src, _ = _source("train", n_pl=3, batch_size=12, n_shots=4)
+    for step_t, step_i in ((None, 5), (torch.tensor(5, device=DEVICE), 0)):
+        torch.library.opcheck(torch.ops.fastgrok.batchgen.default, (src.task_vecs, src.inputs, step_t, step_i, src.p,
+                                                                    12, 4, "iid", src.key))
+
+
+@pytest.mark.parametrize("version,ok", [("3.3.1", False), ("3.0.0", False), ("3.4.0", True), ("3.6.0+git1a2b", True),
+                                        ("3.10.0", True)])
+def test_triton_version_floor(version, ok):
+    """tl.randint draws the reference's Philox words from Triton 3.4 on; older ones are refused."""
+    if ok:
+        bg.check_triton_version(version)
+    else:
+        with pytest.raises(RuntimeError, match="Triton >= 3.4"):
+            bg.check_triton_version(version)
+
+
 # ───────────────────────────── GPU ─────────────────────────────
 
 

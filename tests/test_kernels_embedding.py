@@ -194,3 +194,22 @@ def test_gpu_backward_is_deterministic():
     dout = torch.randn(1024, 95, 512, device="cuda")
     first = embedding_backward(dout, idx, 47)
     assert torch.equal(first, embedding_backward(dout, idx, 47))
+
+
+@pytest.mark.gpu
+def test_gpu_fp32_backward_tf32x3_error_bound():
+    """fp32 backward on tensor cores (tf32x3): every token's row is g to within |g|·2⁻²², so the
+    error against fp64 stays within fp32 summation's: ≤ Σ|g| · (2⁻²² + N·2⁻²⁴) per element."""
+    from fastgrok.kernels.embedding import GPU_BWD_PRECISION
+
+    assert GPU_BWD_PRECISION == "tf32x3"
+    B, T, V, C = 256, 95, 29, 512
+    idx = torch.randint(0, V, (B, T), device="cuda")
+    dout = torch.randn(B, T, C, device="cuda") * torch.logspace(-3, 3, C, device="cuda")  # wide magnitudes
+    got = embedding_backward(dout, idx, V).double()
+    onehot = F.one_hot(idx.flatten(), V).double()  # (N, V)
+    exact = onehot.t() @ dout.flatten(0, 1).double()  # (V, C)
+    abs_sum = onehot.t() @ dout.flatten(0, 1).double().abs()
+    count = onehot.sum(0)[:, None]  # tokens per row
+    bound = abs_sum * (2.0**-22 + count * 2.0**-24)
+    assert ((got - exact).abs() <= bound).all()

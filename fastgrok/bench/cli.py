@@ -1,29 +1,51 @@
-"""`fastgrok bench [kernels|train|tasks|all|render]`: run the suites, print a table, append the rows
-to `<out_dir>/<suite>.csv` and re-render `<out_dir>/README.md`. benchmarks/*.py and
-benchmarks/gpu_check.sh call this same code.
+"""`fastgrok bench [kernels|train|tasks|all|ceilings|profile|paper-run|sm90|render|merge]`: run the
+suites, print a table, append the rows to `<out_dir>/<suite>.csv` and re-render `<out_dir>/README.md`.
+benchmarks/*.py and benchmarks/gpu_check.sh call this same code. `all` is the three measured suites
+(kernels, train, tasks); the others run when named.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from . import kernels as bench_kernels, render as bench_render, sweep as bench_sweep, tasks as bench_tasks
-from . import train as bench_train
-from .core import Recorder, env as bench_env, print_rows, resolve
+from . import (ceilings as bench_ceilings, kernels as bench_kernels, paperrun as bench_paperrun,
+               profile as bench_profile, render as bench_render, sm90 as bench_sm90, sweep as bench_sweep,
+               tasks as bench_tasks, train as bench_train)
+from .core import Recorder, env as bench_env, merge as merge_results, print_rows, resolve
 
 SUITES: dict[str, Callable[..., None]] = {"kernels": bench_kernels.run, "train": bench_train.run,
                                           "tasks": bench_tasks.run, "sweep": bench_sweep.run}
+# Run only when named (not part of `all`): the device's ceilings, a kernel profile of one step, a time-boxed
+# training run, and the offline sm_90 compile check. CSV names: <suite>.csv with "-" as "_".
+EXTRA: dict[str, Callable[..., None]] = {"ceilings": bench_ceilings.run, "profile": bench_profile.run,
+                                         "paper-run": bench_paperrun.run, "sm90": bench_sm90.run}
 COMPILE = ("all", "main", "off")
+# Suite options beyond quick/compile: flag dest → parser of its value; each suite gets those its run() takes.
+OPTIONS = ("toy", "configs", "batch_sizes", "providers", "ops", "sweeps", "seconds", "eval_every", "backend", "top",
+           "compile_backend")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ints") from None
 
 
 def add_arguments(p: argparse.ArgumentParser, suite: bool = True) -> None:
     if suite:
-        p.add_argument("suite", nargs="?", default="all", choices=(*SUITES, "all", "render"),
-                       help="what to run (default: all); render only rewrites OUT_DIR/README.md")
+        p.add_argument("suite", nargs="?", default="all", choices=(*SUITES, "all", *EXTRA, "render", "merge"),
+                       help="what to run (default: all = kernels, train, tasks); render only rewrites "
+                            "OUT_DIR/README.md; merge appends the rows of --from DIR that OUT_DIR lacks")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: small shapes, few repeats, no torch.compile (unless --compile says so)")
     p.add_argument("--out-dir", default="bench_results",
@@ -32,25 +54,56 @@ def add_arguments(p: argparse.ArgumentParser, suite: bool = True) -> None:
     p.add_argument("--compile", choices=COMPILE, default=None,
                    help="torch.compile providers at every shape and config (all), only the paper's shape and "
                         "first config (main; the default) or nowhere (off; the default with --quick)")
+    g = p.add_argument_group("suite options (each suite takes those it knows)")
+    g.add_argument("--toy", action="store_true",
+                   help="toy sizes that run every code path on a CPU, fused kernels under TRITON_INTERPRET=1 "
+                        "(the gpu_check rehearsal; timings mean nothing)")
+    g.add_argument("--configs", type=_names, default=None, help="train/profile: configs, e.g. paper-d2,paper-d4")
+    g.add_argument("--batch-sizes", type=_ints, default=None, help="train: batch sizes, e.g. 1024,2048,4096")
+    g.add_argument("--providers", type=_names, default=None, help="train/kernels: providers, comma-separated")
+    g.add_argument("--ops", type=_names, default=None, help="kernels: ops, e.g. attention,embedding")
+    g.add_argument("--no-sweeps", dest="sweeps", action="store_false", default=None,
+                   help="kernels: the paper's shapes only")
+    g.add_argument("--seconds", type=float, default=None, help="paper-run: wall-clock seconds (default 180)")
+    g.add_argument("--eval-every", type=int, default=None, help="paper-run: evaluation interval (default 500)")
+    g.add_argument("--backend", default=None, choices=("reference", "fused"),
+                   help="profile/paper-run: the model's backend (default fused)")
+    g.add_argument("--top", type=int, default=None, help="profile: kernels listed (default 15)")
+    g.add_argument("--compile-backend", default=None,
+                   help="train/profile/kernels: torch.compile backend (default inductor)")
+    if suite:
+        p.add_argument("--from", dest="source", default=None, metavar="DIR",
+                       help="merge: the folder whose rows (and paper_run-*.jsonl files) are added to OUT_DIR")
 
 
 def run_suites(suites: list[str], device: torch.device | str, out_dir: str | Path | None, *, quick: bool = False,
-               compile: str | None = None, log: Callable[[str], None] | None = print) -> dict[str, Recorder]:
-    """Run suites in order; with out_dir, append each one's rows to out_dir/<suite>.csv as they come."""
+               compile: str | None = None, log: Callable[[str], None] | None = print,
+               **options: object) -> dict[str, Recorder]:
+    """Run suites in order; with out_dir, append each one's rows to out_dir/<suite>.csv as they come.
+
+    options (see OPTIONS; None = the suite's default) go to the suites whose run() takes them."""
     device = torch.device(device) if not isinstance(device, torch.device) else device
     if compile is None:
         compile = "off" if quick else "main"
     if compile not in COMPILE:
         raise ValueError(f"compile={compile!r} is not one of {', '.join(COMPILE)}")
     out = {}
+    every = {**SUITES, **EXTRA}
     for name in suites:
-        if name not in SUITES:
-            raise ValueError(f"unknown benchmark suite {name!r}; suites: {', '.join(SUITES)}")
-        rec = Recorder(Path(out_dir) / f"{name}.csv" if out_dir is not None else None, log=log)
+        if name not in every:
+            raise ValueError(f"unknown benchmark suite {name!r}; suites: {', '.join(every)}")
+        fn = every[name]
+        takes = inspect.signature(fn).parameters
+        unknown = [k for k in options if k not in OPTIONS]
+        if unknown:
+            raise ValueError(f"unknown suite option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
+        opts = {k: v for k, v in options.items() if v is not None and k in takes}
+        rec = Recorder(Path(out_dir) / f"{name.replace('-', '_')}.csv" if out_dir is not None else None, log=log)
         dev, torch_v, triton_v, sha = bench_env(device)
-        rec.log(f"bench {name}{' (quick)' if quick else ''} | {dev} | torch {torch_v} | triton {triton_v} | "
-                f"git {sha} | compile {compile}" + (f" | appending to {rec.path}" if rec.path else ""))
-        SUITES[name](device, rec, quick=quick, compile=compile)
+        rec.log(f"bench {name}{' (quick)' if quick else ''}{' (toy)' if options.get('toy') else ''} | {dev} | "
+                f"torch {torch_v} | triton {triton_v} | git {sha} | compile {compile}"
+                + (f" | appending to {rec.path}" if rec.path else ""))
+        fn(device, rec, quick=quick, compile=compile, **opts)
         out[name] = rec
     return out
 
@@ -61,9 +114,18 @@ def main(args: argparse.Namespace) -> int:
     if args.suite == "render":
         print(f"rendered {bench_render.write(out_dir)}")
         return 0
+    if args.suite == "merge":
+        if not args.source:
+            raise ValueError("merge needs --from DIR, the folder whose rows are appended to --out-dir")
+        for line in merge_results(args.source, out_dir):
+            print(line)
+        print(f"rendered {bench_render.write(out_dir)}")
+        return 0
     device = resolve(args.device)
     suites = list(SUITES) if args.suite == "all" else [args.suite]
-    recs = run_suites(suites, device, out_dir, quick=args.quick, compile=args.compile)
+    options = {k: getattr(args, k, None) for k in OPTIONS}
+    options["toy"] = options["toy"] or None
+    recs = run_suites(suites, device, out_dir, quick=args.quick, compile=args.compile, **options)
     failed = 0
     for name, rec in recs.items():
         if rec.rows:
@@ -83,7 +145,7 @@ def script_main(suite: str, argv: list[str] | None = None, description: str | No
     p = argparse.ArgumentParser(description=description or f"fastgrok bench {suite}")
     add_arguments(p, suite=False)
     args = p.parse_args(argv)
-    args.suite = suite
+    args.suite, args.source = suite, None
     try:
         return main(args)
     except (ValueError, TypeError) as e:

@@ -29,6 +29,9 @@ from ..tasks import make_tasks
 FIELDS = ("benchmark", "provider", "mode", "x_name", "x", "p50", "p20", "p80", "unit", "device", "torch", "triton",
           "git_sha", "timestamp")
 TIME_UNITS = ("ms", "s")  # lower is better; every other unit of a row is a rate or a size
+# The toy model of `--toy` (the gpu_check rehearsal on a CPU): head_dim 32, which the fused kernels take,
+# and few, short rows, so a step under Triton's interpreter costs about a second. Overrides of "tiny".
+TOY = dict(p=7, n_pl=2, depth=2, n_embd=32, n_head=1, batch_size=8, n_shots=8)
 
 
 def sync(device: torch.device) -> None:
@@ -168,6 +171,33 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def merge(src_dir: str | Path, out_dir: str | Path) -> list[str]:
+    """Bring the results of another folder (a GPU machine's, say) into out_dir: append to each
+    out_dir/<suite>.csv the rows of src_dir/<suite>.csv it does not hold yet (whole-row match, in
+    their order), and copy the *.jsonl files it lacks. Returns one line per file touched."""
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    if not src_dir.is_dir():
+        raise ValueError(f"merge: {str(src_dir)!r} is not a folder")
+    done = []
+    for src in sorted(src_dir.glob("*.csv")):
+        rows = read_rows(src)
+        if rows and set(rows[0]) != set(FIELDS):
+            raise ValueError(f"merge: {src} is not a benchmark CSV (columns {', '.join(rows[0])})")
+        dst = out_dir / src.name
+        have = {tuple(r[k] for k in FIELDS) for r in read_rows(dst)} if dst.is_file() else set()
+        new = [r for r in rows if tuple(r[k] for k in FIELDS) not in have]
+        if new:
+            append_rows(dst, new)
+        done.append(f"{dst}: {len(new)} new rows of {len(rows)}")
+    for src in sorted(src_dir.glob("*.jsonl")):
+        dst = out_dir / src.name
+        if not dst.exists():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(src.read_bytes())
+            done.append(f"{dst}: copied")
+    return done
+
+
 class Recorder:
     """Collects a suite's rows and appends each batch to its CSV as it comes (a crash keeps what was
     measured); `path=None` only collects. Skips and failures are kept as notes for the summary."""
@@ -178,12 +208,13 @@ class Recorder:
         self.notes: list[str] = []
         self._log = log
 
-    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+    def add(self, rows: Iterable[dict[str, Any]], log: bool = True) -> None:
+        """Keep rows and append them to the CSV now; log the time rows (unless log=False)."""
         rows = list(rows)
         self.rows += rows
         if self.path is not None and rows:
             append_rows(self.path, rows)
-        for r in rows:
+        for r in rows if log else ():
             if r["unit"] in TIME_UNITS:
                 self.log(f"  {r['benchmark']:14s} {r['provider']:22s} {r['mode']:9s} {r['x_name']}={r['x']}: "
                          f"{float(r['p50']):.4g} {r['unit']}")

@@ -3,10 +3,12 @@ paper's shapes and across a sweep; rows go to kernels.csv.
 
 Providers: "reference" (the registry's reference op, eager), "reference-compiled" (the same under
 torch.compile, static shapes), "fused" (the Triton kernel; CUDA only — the CPU interpreter's
-timings mean nothing). Modes: forward (inputs require grad, as in training), backward (gradients
-of a retained graph), full (both). Units: ms; GB/s from the bytes the op must move (attention at
-T ≈ 96 is memory-bound: q, k, v read and out written forward, those plus dout read and dq, dk, dv
-written backward); TFLOP/s for attention too (causal: 2·B·H·T²·D forward, 2.5× that backward).
+timings mean nothing), "fused-v1" (attention only: the first release's kernels, kept for one
+release so the first GPU run measures old against new side by side). Modes: forward (inputs require grad, as in training), backward (gradients
+of a retained graph), full (both). Units: ms; GB/s from the bytes moved (attention at T ≈ 96 is
+memory-bound): for the fused kernels the kernel's own traffic model (`traffic` beside each
+attention kernel: DRAM bytes per launch), for the references the ideal (q, k, v read and out
+written forward, those plus dout read and dq, dk, dv written backward); TFLOP/s for attention too (causal: 2·B·H·T²·D forward, 2.5× that backward).
 dtypes are what training feeds each op: bf16 attention on CUDA (autocast), fp32 otherwise.
 """
 from __future__ import annotations
@@ -17,14 +19,14 @@ from typing import Any, Callable
 
 import torch
 
-from ..backends import get_op
+from ..backends import get_op, kernel, kernels_run_on
 from ..config import Config
 from ..data import split_source
 from ..tasks import make_tasks
 from .core import Recorder, Timing, measure, row
 
 OPS = ("attention", "embedding", "batchgen")
-PROVIDERS = ("reference", "reference-compiled", "fused")
+PROVIDERS = ("reference", "reference-compiled", "fused", "fused-v1")
 MODES = {"attention": ("forward", "backward", "full"), "embedding": ("forward", "backward", "full"),
          "batchgen": ("forward",)}
 THETA = 10000.0
@@ -104,9 +106,9 @@ def plan(device: torch.device, quick: bool, ops: tuple[str, ...] = OPS) -> list[
 
 
 # ---- providers --------------------------------------------------------------------------------------
-def available(provider: str, device: torch.device) -> str | None:
-    """None if the provider can run here, else why not."""
-    if provider == "fused" and device.type != "cuda":
+def available(provider: str, device: torch.device, toy: bool = False) -> str | None:
+    """None if the provider can run here, else why not (toy: fused under Triton's interpreter too)."""
+    if provider.startswith("fused") and device.type != "cuda" and not (toy and kernels_run_on(device)):
         return "fused kernels are benchmarked on CUDA only (the CPU interpreter's timings mean nothing)"
     return None
 
@@ -130,15 +132,17 @@ class _Compiled:
 
 
 @functools.lru_cache(maxsize=None)
-def implementation(op: str, provider: str) -> Callable:
+def implementation(op: str, provider: str, compile_backend: str = "inductor") -> Callable:
     """The callable a provider runs for an op (compiled once per op; one static graph per shape)."""
     if provider == "reference":
         return get_op(op, "reference")
     if provider == "reference-compiled":
         _raise_recompile_limit()
-        return _Compiled(torch.compile(get_op(op, "reference"), dynamic=False))
+        return _Compiled(torch.compile(get_op(op, "reference"), dynamic=False, backend=compile_backend))
     if provider == "fused":
         return get_op(op, "fused")
+    if provider == "fused-v1":
+        return kernel("attention_qkv_v1")
     raise ValueError(f"provider={provider!r} is not one of {', '.join(PROVIDERS)}")
 
 
@@ -150,11 +154,24 @@ class Work:
     flops: float | None  # None where FLOP/s is not the op's figure
 
 
+_TRAFFIC = {"fused": "attention_traffic", "fused-v1": "attention_traffic_v1"}  # provider → traffic model
+
+
+def attention_bytes(provider: str, B: int, H: int, T: int, D: int, itemsize: int) -> tuple[float, float]:
+    """(forward, backward) bytes: the kernel's traffic model for the fused providers, else the ideal 4n, 8n."""
+    if provider not in _TRAFFIC:
+        n = B * H * T * D * itemsize  # bytes of one of q, k, v, out
+        return 4.0 * n, 8.0 * n
+    model = kernel(_TRAFFIC[provider])(B, H, T, D, itemsize)
+    return tuple(float(model[p]["read"] + model[p]["write"]) for p in ("forward", "backward"))
+
+
 def dtype_for(op: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if op == "attention" and device.type == "cuda" else torch.float32
 
 
-def setup(op: str, dims: dict[str, Any], impl: Callable, device: torch.device) -> dict[str, Work]:
+def setup(op: str, dims: dict[str, Any], impl: Callable, device: torch.device,
+          provider: str = "reference") -> dict[str, Work]:
     """Inputs on the device and one Work per mode."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     if op == "attention":
@@ -163,11 +180,11 @@ def setup(op: str, dims: dict[str, Any], impl: Callable, device: torch.device) -
         qkv = torch.randn(B, T, 3 * H * D, generator=gen).to(device, dt).requires_grad_()  # (B, T, 3C)
         dout = torch.randn(B, T, H * D, generator=gen).to(device, dt)  # (B, T, C)
         out = impl(qkv, H, THETA)
-        n = B * H * T * D * qkv.element_size()  # bytes of one of q, k, v, out
+        fwd_b, bwd_b = attention_bytes(provider, B, H, T, D, qkv.element_size())
         f = 2.0 * B * H * T * T * D  # causal forward: two T×T×D matmuls, half the scores
-        return {"forward": Work(lambda: impl(qkv, H, THETA), 4 * n, f),
-                "backward": Work(lambda: torch.autograd.grad(out, qkv, dout, retain_graph=True), 8 * n, 2.5 * f),
-                "full": Work(lambda: torch.autograd.grad(impl(qkv, H, THETA), qkv, dout), 12 * n, 3.5 * f)}
+        return {"forward": Work(lambda: impl(qkv, H, THETA), fwd_b, f),
+                "backward": Work(lambda: torch.autograd.grad(out, qkv, dout, retain_graph=True), bwd_b, 2.5 * f),
+                "full": Work(lambda: torch.autograd.grad(impl(qkv, H, THETA), qkv, dout), fwd_b + bwd_b, 3.5 * f)}
     if op == "embedding":
         B, T, V, C = dims["B"], dims["T"], dims["V"], dims["C"]
         idx = torch.randint(V, (B, T), generator=gen).to(device)  # (B, T)
@@ -200,10 +217,12 @@ def rows_for(case: Case, provider: str, mode: str, work: Work, t: Timing, device
     return out
 
 
-def wanted(case: Case, provider: str, device: torch.device, compile: str) -> bool:
+def wanted(case: Case, provider: str, device: torch.device, compile: str, toy: bool = False) -> bool:
     """Whether a provider is measured at a case: it runs here, and compiled ones where `compile` asks."""
-    if available(provider, device):
+    if available(provider, device, toy):
         return False
+    if provider == "fused-v1":  # the old kernels exist for attention only
+        return case.op == "attention"
     if provider.endswith("compiled"):
         return compile == "all" or (compile == "main" and case.is_main)
     return True
@@ -224,7 +243,8 @@ class Item:
         return f"{self.case.op}-{self.provider}-{self.mode}-{x_name}={x}".replace(" ", "_")
 
     def setup(self) -> Work:
-        return setup(self.case.op, self.case.dims, implementation(self.case.op, self.provider), self.device)[self.mode]
+        return setup(self.case.op, self.case.dims, implementation(self.case.op, self.provider), self.device,
+                     self.provider)[self.mode]
 
     def rows(self, work: Work, t: Timing) -> list[dict]:
         return rows_for(self.case, self.provider, self.mode, work, t, self.device)
@@ -237,20 +257,34 @@ def items(device: torch.device, *, quick: bool = False, compile: str = "main", o
 
 
 def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: str = "main",
-        ops: tuple[str, ...] = OPS, providers: tuple[str, ...] = PROVIDERS) -> None:
-    """Measure every (case, provider, mode); compile: "all" shapes, "main" (the paper's shape) or "off"."""
+        ops: tuple[str, ...] = OPS, providers: tuple[str, ...] = PROVIDERS, sweeps: bool = True,
+        toy: bool = False, compile_backend: str = "inductor") -> None:
+    """Measure every (case, provider, mode); compile: "all" shapes, "main" (the paper's shape) or "off".
+
+    The main shape of every op comes first, then the sweeps (none with sweeps=False), so a run cut short
+    keeps the paper's figures. toy: the quick shapes only, fused too where Triton's interpreter is on
+    (a rehearsal: the timings mean nothing). compile_backend: torch.compile's, for reference-compiled."""
     for p in providers:
-        why = available(p, device)
+        if p not in PROVIDERS:
+            raise ValueError(f"unknown kernels provider {p!r}; providers: {', '.join(PROVIDERS)}")
+        why = available(p, device, toy)
         if why:
             rec.note(f"kernels: skipped {p}: {why}")
-    for case in plan(device, quick, ops):
+    for op in ops:
+        if op not in OPS:
+            raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+    cases = sorted(plan(device, quick or toy, ops), key=lambda c: not c.is_main)  # stable: op order kept
+    if toy or not sweeps:
+        cases = [c for c in cases if c.is_main]
+    for case in cases:
         for provider in providers:
-            if not wanted(case, provider, device, compile):
+            if not wanted(case, provider, device, compile, toy):
                 continue
             try:  # inputs built (and the compiled graph traced) once for all modes of a case
-                works = setup(case.op, case.dims, implementation(case.op, provider), device)
+                works = setup(case.op, case.dims, implementation(case.op, provider, compile_backend), device)
                 for mode, work in works.items():
-                    rec.add(rows_for(case, provider, mode, work, measure(work.fn, device, quick=quick), device))
+                    rec.add(rows_for(case, provider, mode, work, measure(work.fn, device, quick=quick or toy),
+                                     device))
             except Exception as e:  # one failing provider or shape (a kernel bug, out of memory) must not end the run
                 rec.note(f"kernels: {case.op} {provider} {shape_label(case.op, case.dims)} failed: "
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..backends import kernels_run_on
 from ..config import Config
 from ..envinfo import peak_flops
 from ..train import build, train_flops_per_step, train_step
-from .core import Recorder, Timing, row, time_windows
+from .core import TOY, Recorder, Timing, row, time_windows
 from .hostpipe import HostPipeline, attach, host_train_step
 
 CONFIG_A = dict(p=29, n_pl=16, depth=2, n_embd=128, n_head=4, batch_size=64, n_shots=32)
@@ -38,12 +39,33 @@ PROVIDERS = (Provider("reference", "reference", False, False), Provider("referen
              Provider("host-pipeline-compiled", "reference", True, True))
 
 
-def configs(device: torch.device, quick: bool) -> dict[str, Config]:
-    """Config A on CPU; the paper's depth 2 / 4 / 6 on CUDA (depth 2 only with quick). The first is the main one."""
-    if device.type != "cuda":
-        return {"A": Config.preset("paper", **CONFIG_A, device=str(device))}
-    names = ["paper-d2"] if quick else list(GPU_CONFIGS)
-    return {n: Config.preset(GPU_CONFIGS[n], device=str(device)) for n in names}
+def train_configs(device: torch.device, quick: bool, names: tuple[str, ...] | None = None,
+            batch_sizes: tuple[int, ...] | None = None, toy: bool = False) -> dict[str, Config]:
+    """Config A on CPU; the paper's depth 2 / 4 / 6 on CUDA (depth 2 only with quick), or those `names`;
+    each at its batch (1024) or at every one of `batch_sizes` (named "<config> B<batch>" off 1024).
+    toy: the toy model on any device (the gpu_check rehearsal; names are ignored and batch sizes scaled
+    by TOY's batch / 1024). The first is the main one."""
+    if toy:
+        base = {"toy": Config.preset("tiny", **TOY, device=str(device))}
+    elif device.type != "cuda":
+        base = {"A": Config.preset("paper", **CONFIG_A, device=str(device))}
+    else:
+        chosen = names or (("paper-d2",) if quick else tuple(GPU_CONFIGS))
+        for n in chosen:
+            if n not in GPU_CONFIGS:
+                raise ValueError(f"train config {n!r} is not one of {', '.join(GPU_CONFIGS)}")
+        base = {n: Config.preset(GPU_CONFIGS[n], device=str(device)) for n in chosen}
+    if not batch_sizes:
+        return base
+    out = {}
+    for b in batch_sizes:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ValueError(f"batch size {b!r} must be a positive int")
+        for n, cfg in base.items():
+            if toy:  # the paper's batches scaled to the toy's: 1024 → TOY's batch
+                b = max(1, b * TOY["batch_size"] // 1024)
+            out[n if b == cfg.train.batch_size else f"{n} B{b}"] = cfg.override(batch_size=b)
+    return out
 
 
 def schedule(device: torch.device, quick: bool, compiled: bool) -> tuple[int, int, int]:
@@ -55,10 +77,16 @@ def schedule(device: torch.device, quick: bool, compiled: bool) -> tuple[int, in
     return (6 if compiled else 3), 5, 6
 
 
-def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, quick: bool) -> list[dict]:
-    """Rows of one (config, provider): ms, steps/s, tokens/s, TFLOP/s, MFU % (known GPU peak), peak MiB (CUDA)."""
-    cfg = cfg.override(backend=prov.backend, compile="on" if prov.compiled else "off")
+def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, quick: bool,
+               compile_backend: str = "inductor") -> list[dict]:
+    """Rows of one (config, provider): ms, steps/s, tokens/s, TFLOP/s, MFU % (known GPU peak), peak MiB (CUDA).
+
+    Compiled providers compile the model as the trainer does (`torch.compile(model)`), with `compile_backend`."""
+    cfg = cfg.override(backend=prov.backend, compile="off")
     sess = build(cfg)
+    if prov.compiled:
+        torch._dynamo.reset()  # a fresh cache per model: no recompile limit reached, no silent eager fallback
+        sess.fwd = torch.compile(sess.model, backend=compile_backend)
     if prov.host:
         sess = attach(sess, HostPipeline(cfg, sess.tasks, device))
         step = lambda i: host_train_step(sess, i)  # noqa: E731
@@ -83,23 +111,31 @@ def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, qui
 
 
 def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: str = "main",
-        providers: tuple[str, ...] | None = None) -> None:
-    """Every config × provider; compile: "all" configs, "main" (the first config) or "off"."""
-    chosen = [p for p in PROVIDERS if providers is None or p.name in providers]
-    if device.type != "cuda" and any(p.backend == "fused" for p in chosen):
+        providers: tuple[str, ...] | None = None, configs: tuple[str, ...] | None = None,
+        batch_sizes: tuple[int, ...] | None = None, toy: bool = False, compile_backend: str = "inductor") -> None:
+    """Every config × provider; compile: "all" configs, "main" (the first config) or "off".
+
+    configs / batch_sizes pick the CUDA configs and batches (see `configs`); toy runs the toy model, and
+    the fused providers too where Triton's interpreter is on (a rehearsal: the timings mean nothing)."""
+    by_name = {p.name: p for p in PROVIDERS}
+    if providers is not None and (unknown := set(providers) - set(by_name)):
+        raise ValueError(f"unknown train provider(s) {', '.join(sorted(unknown))}; providers: {', '.join(by_name)}")
+    chosen = list(PROVIDERS) if providers is None else [by_name[n] for n in providers]  # in the order given
+    fused_here = device.type == "cuda" or (toy and kernels_run_on(device))
+    if not fused_here and any(p.backend == "fused" for p in chosen):
         rec.note("train: skipped fused providers: the fused kernels are benchmarked on CUDA only")
         chosen = [p for p in chosen if p.backend != "fused"]
-    cfgs = configs(device, quick)
+    cfgs = train_configs(device, quick, configs, batch_sizes, toy)
     for name, cfg in cfgs.items():
         rec.log(f"train_step {name}: {train_flops_per_step(cfg) / 1e9:.1f} GFLOP/step")
     # eager everywhere first, compiled last: a run cut short (gpu_check's time limit) keeps the core rows
     plan = [(name, cfg, p) for p in chosen if not p.compiled for name, cfg in cfgs.items()]
     if compile != "off":
-        plan += [(name, cfg, p) for p in chosen if p.compiled
-                 for i, (name, cfg) in enumerate(cfgs.items()) if compile == "all" or i == 0]
+        plan += [(name, cfg, p) for i, (name, cfg) in enumerate(cfgs.items()) if compile == "all" or i == 0
+                 for p in chosen if p.compiled]
     for name, cfg, prov in plan:
         try:
-            rec.add(bench_step(cfg, name, prov, device, quick))
+            rec.add(bench_step(cfg, name, prov, device, quick or toy, compile_backend))
         except Exception as e:  # a failing backend must not end the run
             rec.note(f"train: {name} {prov.name} failed: {type(e).__name__}: "
                      f"{str(e).splitlines()[0] if str(e) else ''}")
