@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .sweep import FINISHED, PointJob, PointLock, Sweep, SweepOptions, point_status, record_failure
+from .sweep import FINISHED, PointJob, Sweep, SweepOptions, owner, point_status, record_failure
 
 POLL_S = 0.2
 ACTIVE_SLURM = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -96,7 +96,7 @@ def run_local(sweep: Sweep, launch: list[str], busy: list[str], opts: SweepOptio
                 log(f"  {status:>11} {name}")
                 on_change()
             for name in list(waiting):
-                if not PointLock(sweep.root, name).held_elsewhere():
+                if owner(sweep.runs / name) is None:
                     waiting.remove(name)
                     status = point_status(sweep.root, name)
                     if status in ("pending", "interrupted"):

@@ -3,22 +3,19 @@ and seed), run by an engine (`fastgrok.engines`: submitit's local executor or a 
 
     SWEEP_DIR/sweep.json           the base config and the grid (a different one is refused; new values extend it)
     SWEEP_DIR/runs/<point>/        one ordinary run folder per point (config.json, metrics.jsonl, last.pt, …)
-    SWEEP_DIR/state/<point>.*      sweep bookkeeping: .lock (held while a worker runs the point),
-                                   .failed.json (one-line reason), .attempts.jsonl, .job (a SLURM job id)
+    SWEEP_DIR/state/<point>.*      sweep bookkeeping: .failed.json (one-line reason), .attempts.jsonl, .job (a SLURM job id)
     SWEEP_DIR/results.csv, .jsonl  one row per point (fastgrok.results)
 
 A point is finished when its run folder has a summary.json (all steps run, or stopped once settled):
 re-running skips it, resumes an interrupted one from last.pt, and never runs one twice at once
-(the lock). Everything a worker does goes through the public `train()` and the run-folder files.
+(the run folder's lock, fastgrok.runfolder). Everything a worker does goes through the public `train()` and the run-folder files.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -214,40 +211,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-class PointLock:
-    """An advisory lock (flock) held while a worker runs a point; the kernel drops it when the process
-    dies, kill -9 included, so a dead worker never blocks its point."""
-
-    def __init__(self, sweep_root: Path, name: str) -> None:
-        self.path = sweep_root / "state" / f"{name}.lock"
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def held_elsewhere(self) -> bool:
-        if not self.path.is_file():
-            return False
-        if not self.acquire():
-            return True
-        self.release()
-        return False
+def owner(run_dir: Path) -> int | None:
+    """The pid of the live process training in a run folder (runfolder's lock), or None."""
+    from .runfolder import owner as folder_owner
+    return folder_owner(run_dir)
 
 
 def point_status(root: Path, name: str) -> str:
@@ -258,9 +225,9 @@ def point_status(root: Path, name: str) -> str:
         return "stopped" if summary.get("stopped_early") else "done"
     if (root / "state" / f"{name}.failed.json").is_file():
         return "failed"
-    if PointLock(root, name).held_elsewhere():
+    if owner(run) is not None:
         return "running"
-    if (run / "last.pt").is_file():
+    if (run / "config.json").is_file():  # resumable: from last.pt, or from step 0 without one
         return "interrupted"
     return "pending"
 
@@ -323,48 +290,44 @@ def run_point(root: str | Path, name: str, threads: int | None = None, stop_when
         import torch
         torch.set_num_threads(threads)
     sweep = load_sweep(root)
-    lock = PointLock(root, name)
-    if not lock.acquire():
-        return "running"  # another worker holds it
+    status = point_status(root, name)
+    if status in FINISHED or status in ("failed", "running"):
+        return status
+    from .runfolder import RunFolderBusy
+    from .train import train
+    run = sweep.runs / name
+    k = stop_when_settled if stop_when_settled is not None else sweep.stop_when_settled
+    stop_when = (lambda h: settled(h, k)) if k else None
+    attempt: dict[str, Any] = {"pid": os.getpid(), "host": os.uname().nodename, "submitted": submitted,
+                               "enter": t_enter, "resumed": (run / "last.pt").is_file(), "threads": threads}
     try:
-        status = point_status(root, name)
-        if status in FINISHED or status == "failed":
-            return status
-        from .train import train
-        run = sweep.runs / name
-        k = stop_when_settled if stop_when_settled is not None else sweep.stop_when_settled
-        stop_when = (lambda h: settled(h, k)) if k else None
-        attempt: dict[str, Any] = {"pid": os.getpid(), "host": os.uname().nodename, "submitted": submitted,
-                                   "enter": t_enter,
-                                   "resumed": (run / "last.pt").is_file(), "threads": threads}
-        try:
-            attempt["train_called"] = time.time()
-            attempt["cpu_before_train_s"] = round(time.process_time(), 3)  # this worker's imports and set-up
-            if (run / "last.pt").is_file():
-                result = train(resume=run, quiet=quiet, stop_when=stop_when)
-            else:
-                if run.exists():  # started, but killed before its first checkpoint: start again from step 0
-                    shutil.rmtree(run)
-                result = train(sweep.config(sweep.point_of(name)), quiet=quiet, stop_when=stop_when)
-            s = result.summary
-            attempt.update(end=time.time(), status="stopped" if s.get("stopped_early") else "done",
-                           steps=s["steps"], startup_s=s["startup_s"], wall_s=s["wall_s"])
-            _append_attempt(root, name, attempt)
-            return attempt["status"]
-        except KeyboardInterrupt:
-            attempt.update(end=time.time(), status="interrupted")
-            _append_attempt(root, name, attempt)
-            return "interrupted"
-        except Exception as e:  # noqa: BLE001 — any failure of one run is recorded, the sweep goes on
-            if _finished_on_disk(run):
-                return "done"
-            record_failure(root, name, _one_line(e))
-            attempt.update(end=time.time(), status="failed", reason=_one_line(e),
-                           traceback=traceback.format_exc(limit=-3))
-            _append_attempt(root, name, attempt)
-            return "failed"
-    finally:
-        lock.release()
+        attempt["train_called"] = time.time()
+        attempt["cpu_before_train_s"] = round(time.process_time(), 3)  # this worker's imports and set-up
+        if (run / "config.json").is_file():  # train() owns the folder (its lock) and resumes it
+            result = train(resume=run, quiet=quiet, stop_when=stop_when)
+        else:
+            result = train(sweep.config(sweep.point_of(name)), quiet=quiet, stop_when=stop_when)
+        s = result.summary
+        attempt.update(end=time.time(), status="stopped" if s.get("stopped_early") else "done",
+                       steps=s["steps"], startup_s=s["startup_s"], wall_s=s["wall_s"])
+        _append_attempt(root, name, attempt)
+        return attempt["status"]
+    except RunFolderBusy:
+        return "running"  # another worker owns the folder: the driver waits for it
+    except KeyboardInterrupt:
+        attempt.update(end=time.time(), status="interrupted")
+        _append_attempt(root, name, attempt)
+        return "interrupted"
+    except Exception as e:  # noqa: BLE001 — any failure of one run is recorded, the sweep goes on
+        if _finished_on_disk(run):
+            return "done"
+        if owner(run) is not None:
+            return "running"
+        record_failure(root, name, _one_line(e))
+        attempt.update(end=time.time(), status="failed", reason=_one_line(e),
+                       traceback=traceback.format_exc(limit=-3))
+        _append_attempt(root, name, attempt)
+        return "failed"
 
 
 def _finished_on_disk(run: Path) -> bool:

@@ -12,7 +12,7 @@ from fastgrok import Config, train
 from fastgrok.cli import main
 from fastgrok.engines import get_engine, parse_time
 from fastgrok.results import run_row, sweep_rows, write_results
-from fastgrok.sweep import (PointJob, PointLock, SweepOptions, load_sweep, open_sweep, parse_grid, point_name,
+from fastgrok.sweep import (PointJob, SweepOptions, load_sweep, open_sweep, parse_grid, point_name,
                             point_status, run_sweep, settled)
 
 TINY = dict(steps=40, eval_every=10)
@@ -169,14 +169,11 @@ def test_failed_point_recorded_and_resumed_point(tmp_path, monkeypatch, capsys):
     table = capsys.readouterr().out
     assert "1 done, 1 failed" in table and "40/40" in table and "corrupt" in table
     # a held lock: the point is running elsewhere and a second worker leaves it alone
-    lock = PointLock(sweep.root, "seed-2")
+    from fastgrok import runfolder
     (sweep.root / "state" / "seed-2.failed.json").unlink()
-    assert lock.acquire()
-    try:
+    with runfolder.lock(sweep.runs / "seed-2"):
         assert point_status(sweep.root, "seed-2") == "running"
         assert PointJob(sweep.root, "seed-2")() == "running"
-    finally:
-        lock.release()
 
 
 # ---- end to end: the local executor, a killed driver -----------------------------------------------
@@ -377,7 +374,8 @@ def test_killed_worker_is_recorded_and_retried(tmp_path):
     driver goes on; --retry-failed resumes it from its last.pt."""
     import threading
     sweep, _ = open_sweep(tmp_path / "sw", Config.preset("tiny", steps=300, eval_every=10), parse_grid(["seed=1"]))
-    run, lock = sweep.runs / "seed-1", sweep.state / "seed-1.lock"
+    run = sweep.runs / "seed-1"
+    lock = run / ".lock"  # the run folder's lock holds the training process's pid
 
     def kill_worker():
         if _wait_for(lambda: (run / "last.pt").is_file() and lock.is_file() and lock.read_text().strip(), 120):
