@@ -208,12 +208,18 @@ def _fmt_rate(x: float) -> str:
 
 # ---- the loop ------------------------------------------------------------------------------------
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_at: int | None = None,
-          quiet: bool = False, stop_when: Callable[[list[dict[str, Any]]], bool] | None = None) -> TrainResult:
+          quiet: bool = False, on_eval: Callable[[dict[str, Any], Session], None] | None = None,
+          on_step: Callable[[int, Tensor, Session], None] | None = None,
+          stop_when: Callable[[list[dict[str, Any]]], bool] | None = None) -> TrainResult:
     """Train (or resume) a run; returns its evaluation history, summary and folder.
 
     `stop_at` ends this call after that optimiser step (with a checkpoint), as a crash would, so the
     run can be resumed; the trajectory is unchanged. A run folder is owned by one process at a time
     (runfolder.RunFolderBusy for a second); a run that fails before its first step leaves no folder.
+    Hooks (for other output formats, e.g. fastgrok.paper): `on_eval(record, session)` runs after each
+    evaluation record is appended to metrics.jsonl; `on_step(step, loss, session)` after every optimiser
+    step and its evaluation, with `step` the steps done and `loss` that step's loss as a device tensor
+    (reading it syncs). Both may read `session.model`; neither should change it.
     `stop_when(history)`, asked after each evaluation, ends the run there when it returns True (a sweep's
     settled run): the summary says `stopped_early`.
     """
@@ -251,7 +257,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
             nonlocal started
             started = True
 
-        return _loop(sess, run, ckpt, start, stop_at, quiet, t0, on_start, stop_when)
+        return _loop(sess, run, ckpt, start, stop_at, quiet, t0, on_start, on_eval, on_step, stop_when)
     except BaseException as e:
         if not started and run is not None and run.created:
             run.discard()
@@ -311,6 +317,8 @@ def _is_eval_step(step: int, cfg: Config) -> bool:
 
 def _loop(sess: Session, run: RunFolder, ckpt: dict[str, Any] | None, start: int, stop_at: int | None,
           quiet: bool, t0: float, on_start: Callable[[], None],
+          on_eval: Callable[[dict[str, Any], Session], None] | None = None,
+          on_step: Callable[[int, Tensor, Session], None] | None = None,
           stop_when: Callable[[list[dict[str, Any]]], bool] | None = None) -> TrainResult:
     cfg, run_dir = sess.cfg, run.path
     device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
@@ -376,6 +384,8 @@ def _loop(sess: Session, run: RunFolder, ckpt: dict[str, Any] | None, start: int
             best.update(step=at, ood_test_acc=sets["ood_test"]["acc"])
         run.append(rec)
         history.append(rec)
+        if on_eval is not None:
+            on_eval(rec, sess)
         interval_losses.clear()
         save_last(at)
         s = rec["sets"]
@@ -407,9 +417,11 @@ def _loop(sess: Session, run: RunFolder, ckpt: dict[str, Any] | None, start: int
                 rep.update(step, info)
             if is_eval:
                 record_evaluation(step)
-                if stop_when is not None and stop_when(history):
-                    stopped_early = True
-                    break
+            if on_step is not None:
+                on_step(step, loss, sess)
+            if is_eval and stop_when is not None and stop_when(history):
+                stopped_early = True
+                break
             if interrupts.count:
                 raise KeyboardInterrupt
         if step == end and not _is_eval_step(step, cfg):

@@ -157,3 +157,24 @@ def test_compiled_step_matches_eager(tmp_path):
     eager = train(_tiny(tmp_path, run_name="e", steps=6, eval_every=6), quiet=True)
     comp = train(_tiny(tmp_path, run_name="c", steps=6, eval_every=6, compile="on"), quiet=True)
     torch.testing.assert_close(torch.tensor(comp.losses), torch.tensor(eager.losses), atol=1e-4, rtol=1e-4)
+
+
+def test_hooks_see_every_step_and_record_without_changing_the_run(tmp_path):
+    plain = train(_tiny(tmp_path, run_name="plain", steps=12, eval_every=5), quiet=True)
+    steps, records, losses = [], [], []
+
+    def on_step(step, loss, sess):
+        assert isinstance(sess.model, GPT)
+        steps.append(step)
+        losses.append(loss.item())
+
+    def on_eval(rec, sess):
+        on_disk = (sess_dir := tmp_path / "hooked" / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(on_disk[-1])["step"] == rec["step"], sess_dir  # written before the hook runs
+        records.append(rec["step"])
+
+    hooked = train(_tiny(tmp_path, run_name="hooked", steps=12, eval_every=5), quiet=True,
+                   on_step=on_step, on_eval=on_eval)
+    assert steps == list(range(1, 13))
+    assert records == [5, 10, 12]
+    assert losses == hooked.losses == plain.losses

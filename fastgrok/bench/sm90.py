@@ -136,8 +136,11 @@ def launches() -> list[Launch]:
             current["label"] = label
             C = H * D
             qkv = torch.empty(B, T, 3 * C, dtype=dt)  # (B, T, 3C): the model's fused projection
-            out, lse = rope_attention._qkv_fwd_impl(qkv, H, THETA)
-            rope_attention._qkv_bwd_impl(torch.empty(B, T, C, dtype=dt), qkv, out, lse, H, THETA)
+            # every query (blocks below the last), then the z positions only (the last block's q_slice)
+            for q_start, q_step, q_len in ((0, 1, T), (1, 3, len(range(1, T, 3)))):
+                out, lse = rope_attention._qkv_fwd_impl(qkv, H, THETA, q_start, q_step, q_len)
+                rope_attention._qkv_bwd_impl(torch.empty(B, q_len, C, dtype=dt), qkv, out, lse, H, THETA,
+                                             q_start, q_step, q_len)
         for label, B, T, V, C, dt in EMBEDDING:
             current["label"] = label
             idx = torch.zeros(B, T, dtype=torch.int64)
