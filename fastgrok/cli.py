@@ -50,10 +50,84 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default=None)
     _add_config_flags(c)
     sub.add_parser("presets", help="list the presets")
+    _add_sweep_parser(sub)
+    pl = sub.add_parser("plot", help="draw a sweep's phase diagram, k-shot and curves (or one run's) as PNGs")
+    pl.add_argument("path", metavar="SWEEP_DIR|RUN_DIR")
+    pl.add_argument("--out", default=None, metavar="DIR", help="where the PNGs go (default: the folder itself)")
     from .bench.cli import add_arguments as add_bench_arguments
     add_bench_arguments(sub.add_parser("bench", help="run benchmarks (kernels, train, tasks; rows appended to "
                                        "bench_results/) or render bench_results/README.md"))
     return parser
+
+
+def _add_sweep_parser(sub: Any) -> None:
+    w = sub.add_parser("sweep", help="run a grid of configs as one resumable sweep (local or SLURM)",
+                       description="Run every point of a grid; re-run the same command (or `fastgrok sweep "
+                       "SWEEP_DIR`) to resume: finished points are skipped, interrupted ones resume from last.pt.")
+    w.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    w.add_argument("--preset", default=None, help=f"base preset: {', '.join(PRESETS)} (default: quick)")
+    w.add_argument("--config", default=None, help="TOML file: preset = '...', fixed fields, and a [grid] table")
+    w.add_argument("--grid", action="append", default=[], metavar="FIELD=VALUES",
+                   help="an axis: field=v1,v2,… or field=start:stop:step (inclusive) or start:stop:*factor")
+    w.add_argument("--seeds", default=None, metavar="S1,S2", help="the seed axis (same as --grid seed=…)")
+    w.add_argument("--jobs", type=int, default=None, help="local engine: points at a time (default: one per GPU, "
+                   "else 1); each gets one GPU, or an even share of the CPU threads")
+    w.add_argument("--engine", default="local", help="local (default) or slurm")
+    w.add_argument("--partition", default=None, help="slurm: partition")
+    w.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs per point (default 1)")
+    w.add_argument("--time", default="6:00:00", help="slurm: time limit per job; a timed-out job requeues and "
+                   "resumes from last.pt (default 6:00:00)")
+    w.add_argument("--array-parallelism", type=int, default=None, metavar="K", help="slurm: jobs running at once")
+    w.add_argument("--retry-failed", action="store_true", help="run the failed points again")
+    w.add_argument("--status", action="store_true", help="print the table of points and write results.csv; run nothing")
+    w.add_argument("--stop-when-settled", type=int, default=None, metavar="K",
+                   help="stop a run after K evaluations in a row with all four sets solved")
+    w.add_argument("--no-plots", action="store_true", help="do not redraw the figures as runs finish")
+    w.add_argument("--quiet", action="store_true", help="only the final table")
+    _add_config_flags(w)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import SweepOptions, config_and_grid_from_toml, load_sweep, open_sweep, parse_grid, run_sweep
+    from .results import print_status
+    if args.status:
+        print_status(load_sweep(args.sweep_dir))
+        return 0
+    overrides = {f.name: getattr(args, f.name) for cls in SECTIONS.values() for f in fields(cls)
+                 if getattr(args, f.name, None) is not None}
+    table = None
+    if args.config:
+        if args.preset:
+            raise ValueError("give the preset inside the TOML file (preset = '...') or on the command line, not both")
+        cfg, table = config_and_grid_from_toml(args.config, overrides)
+    elif args.preset or overrides:
+        cfg = Config.preset(args.preset or "quick", **overrides)
+    else:
+        cfg = None
+    grid = parse_grid(args.grid, args.seeds, table)
+    sweep, _ = open_sweep(args.sweep_dir, cfg, grid, args.stop_when_settled)
+    jobs = args.jobs
+    if jobs is None:
+        import torch
+        jobs = max(1, torch.cuda.device_count()) if args.engine == "local" else 1
+    opts = SweepOptions(engine=args.engine, jobs=jobs, retry_failed=args.retry_failed,
+                        stop_when_settled=sweep.stop_when_settled, partition=args.partition,
+                        gpus_per_job=args.gpus_per_job, time=args.time, array_parallelism=args.array_parallelism,
+                        plots=not args.no_plots, quiet=args.quiet)
+    final = run_sweep(sweep, opts, log=(lambda _: None) if args.quiet else lambda m: print(m, flush=True))
+    print_status(sweep)
+    failed = [n for n, s in final.items() if s == "failed"]
+    if failed:
+        print(f"{len(failed)} point(s) failed (reasons above); `fastgrok sweep {sweep.root} --retry-failed` "
+              "runs them again", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_path
+    for path in plot_path(args.path, args.out):
+        print(path)
+    return 0
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -152,6 +226,12 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "bench":
             from .bench.cli import main as bench_main
             return bench_main(args)
+        if args.command in ("sweep", "plot"):
+            try:
+                return _cmd_sweep(args) if args.command == "sweep" else _cmd_plot(args)
+            except OSError as e:  # a folder that cannot be made or read: a user error, named
+                where = e.filename or getattr(args, "sweep_dir", None) or args.path
+                raise ValueError(f"{where}: {e.strerror or e}") from None
         if args.command == "presets":
             for name, values in PRESETS.items():
                 print(f"{name:10s} {', '.join(f'{k}={v}' for k, v in values.items())}")

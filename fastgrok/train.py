@@ -215,7 +215,8 @@ def _fmt_rate(x: float) -> str:
 # ---- the loop ------------------------------------------------------------------------------------
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_at: int | None = None,
           quiet: bool = False, on_eval: Callable[[dict[str, Any], Session], None] | None = None,
-          on_step: Callable[[int, Tensor, Session], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, Tensor, Session], None] | None = None,
+          stop_when: Callable[[list[dict[str, Any]]], bool] | None = None) -> TrainResult:
     """Train (or resume) a run; returns its evaluation history, summary and folder.
 
     `stop_at` ends this call after that optimiser step (with a checkpoint), as a crash would, so the
@@ -225,9 +226,12 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     evaluation record is appended to metrics.jsonl; `on_step(step, loss, session)` after every optimiser
     step and its evaluation, with `step` the steps done and `loss` that step's loss as a device tensor
     (reading it syncs). Both may read `session.model`; neither should change it.
+    `stop_when(history)`, asked after each evaluation, ends the run there when it returns True (a sweep's
+    settled run): the summary says `stopped_early`.
     Under torchrun (inside `distributed.launched()`) rank 0 alone owns (locks) and writes the run folder and
     prints; the other ranks get the config, checkpoint and history from it. The hooks run on every rank
-    (`session.dist.is_main` tells rank 0). Ctrl-C ends every rank at once, keeping the last checkpoint.
+    (`session.dist.is_main` tells rank 0); `stop_when` is asked on rank 0, whose answer every rank follows.
+    Ctrl-C ends every rank at once, keeping the last checkpoint.
     """
     _check_train_args(cfg, resume, stop_at)
     dist = distributed.current()  # DDP: torchrun's rank and world size (one process: SINGLE)
@@ -277,7 +281,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
             nonlocal started
             started = True
 
-        return _loop(sess, run, ckpt, start, stop_at, quiet, t0, on_start, on_eval, on_step)
+        return _loop(sess, run, ckpt, start, stop_at, quiet, t0, on_start, on_eval, on_step, stop_when)
     except BaseException as e:
         if not started and run is not None and run.created:
             run.discard()
@@ -356,7 +360,8 @@ def _is_eval_step(step: int, cfg: Config) -> bool:
 def _loop(sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None, start: int, stop_at: int | None,
           quiet: bool, t0: float, on_start: Callable[[], None],
           on_eval: Callable[[dict[str, Any], Session], None] | None = None,
-          on_step: Callable[[int, Tensor, Session], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, Tensor, Session], None] | None = None,
+          stop_when: Callable[[list[dict[str, Any]]], bool] | None = None) -> TrainResult:
     cfg, run_dir, dist = sess.cfg, run.path, sess.dist
     device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
     best = dict(ckpt.get("best", {})) if ckpt is not None else {}
@@ -390,7 +395,7 @@ def _loop(sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None,
     window = torch.zeros(LOG_EVERY, device=device)  # per-step losses, fetched every LOG_EVERY steps
     all_losses: list[float] = []
     interval_losses: list[float] = list(ckpt.get("interval_losses", [])) if ckpt else []
-    step = start
+    step, stopped_early = start, False
     t_last, s_last = time.perf_counter(), start
     loop_t0 = time.perf_counter()
     info = ""
@@ -463,6 +468,10 @@ def _loop(sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None,
                 record_evaluation(step)
             if on_step is not None:
                 on_step(step, loss, sess)
+            # DDP: rank 0 decides (the records' time_s differ between ranks), every rank follows
+            if is_eval and stop_when is not None and dist.on_main(lambda: bool(stop_when(history))):
+                stopped_early = True
+                break
             if interrupts.count:
                 raise KeyboardInterrupt
         if step == end and not _is_eval_step(step, cfg):
@@ -483,7 +492,8 @@ def _loop(sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None,
 
     elapsed = time.perf_counter() - loop_t0
     summary = _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir)
-    if step == cfg.train.steps:
+    summary["stopped_early"] = stopped_early
+    if step == cfg.train.steps or stopped_early:
         run.write_json("summary.json", summary)
     if not quiet:
         print_summary(summary)

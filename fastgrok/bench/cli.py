@@ -15,12 +15,12 @@ import torch
 
 from .. import distributed
 from . import (ceilings as bench_ceilings, kernels as bench_kernels, paperrun as bench_paperrun,
-               profile as bench_profile, render as bench_render, sm90 as bench_sm90, tasks as bench_tasks,
-               train as bench_train)
+               profile as bench_profile, render as bench_render, sm90 as bench_sm90, sweep as bench_sweep,
+               tasks as bench_tasks, train as bench_train)
 from .core import Recorder, env as bench_env, merge as merge_results, print_rows, resolve
 
 SUITES: dict[str, Callable[..., None]] = {"kernels": bench_kernels.run, "train": bench_train.run,
-                                          "tasks": bench_tasks.run}
+                                          "tasks": bench_tasks.run, "sweep": bench_sweep.run}
 # Run only when named (not part of `all`): the device's ceilings, a kernel profile of one step, a time-boxed
 # training run, and the offline sm_90 compile check. CSV names: <suite>.csv with "-" as "_".
 EXTRA: dict[str, Callable[..., None]] = {"ceilings": bench_ceilings.run, "profile": bench_profile.run,
