@@ -126,6 +126,10 @@ with distributed.launched(error_timeout=timedelta(seconds=3)) as d:
     res["full"] = train(cfg(run_name="ddp-full"), quiet=True).losses
     res["half"] = train(cfg(run_name="ddp-half"), stop_at=15, quiet=True).losses
     res["rest"] = train(resume=out / "one-half", quiet=True).losses  # a 1-process run, resumed on 2 ranks
+    # stop_when: rank 0's answer holds on every rank (rank 1's own would never stop)
+    stopped = train(cfg(run_name="ddp-stop", eval_every=10), quiet=True,
+                    stop_when=lambda h: d.is_main and h[-1]["step"] >= 10)
+    res["stop"] = [len(stopped.losses), stopped.summary["stopped_early"]]
     for name, call in [("odd", lambda: train(cfg(run_name="odd", batch_size=15), quiet=True)),
                        ("missing", lambda: train(resume=out / "no-such-run", quiet=True))]:
         try:
@@ -208,6 +212,7 @@ def test_two_ranks_train_the_one_process_run(tmp_path):
                                                 "batch is split evenly, so use a multiple of 2"]
         assert res["missing"][0] == "RunFolderError" and "does not exist" in res["missing"][1]
         assert res["busy"][0] == "RunFolderBusy" and "ddp-half" in res["busy"][1]
+        assert res["stop"] == [10, True]
     assert ranks[0]["odd"][2] == ranks[0]["odd"][1] and ranks[1]["odd"][2] is None
     assert ranks[0]["missing"][2] == ranks[0]["missing"][1] and ranks[1]["missing"][2] is None
     assert ranks[1]["lone"] == "rank 1: only rank 1 failed" and "lone" not in ranks[0]
