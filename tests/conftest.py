@@ -5,7 +5,14 @@ import os
 # spin-waits collapse when oversubscribed). Set before torch is imported; subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import signal  # noqa: E402
+
 import torch  # noqa: E402
+
+# A test run started as a background job (`cmd &` in a script) inherits SIGINT ignored; the Ctrl-C tests
+# need Python's own handler (and their subprocesses the default disposition, which exec then gives them).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
