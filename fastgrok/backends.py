@@ -141,7 +141,7 @@ def kernel_module(op: str) -> ModuleType:
     """The module holding `op`'s Triton kernels and launchers (imports it, so triton)."""
     if op not in _KERNEL_MODULES:
         raise ValueError(f"unknown op {op!r}; ops with kernels: {', '.join(_KERNEL_MODULES)}")
-    return importlib.import_module(_KERNEL_MODULES[op])
+    return _kernel_module(_KERNEL_MODULES[op])
 
 
 def kernels_run_on(device: torch.device | str) -> bool:
