@@ -11,8 +11,9 @@ the one-process update (up to float rounding: sums in another order).
 
 Errors: an exception that is a user error (ValueError, TypeError, a training stop) is raised on
 every rank alike (the trainer's checks are pure functions of what rank 0 shares), so the ranks agree
-on it over a gloo group with a short timeout and rank 0 alone prints it; a rank that fails alone
-prints its own error after that timeout. Any other exception leaves its rank at once; torchrun then
+on it through torchrun's key-value store (each failing rank posts a key; no collective is left
+pending when a peer never comes) and rank 0 alone prints it; a rank whose peers do not post within
+a short timeout prints its own error. Any other exception leaves its rank at once; torchrun then
 ends the other ranks (its monitor polls every 0.1 s), and a rank blocked in a collective with a
 rank that died fails on the closed connection. A rank stuck without dying fails its peers' next
 collective after TIMEOUT.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -45,9 +47,13 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1             # the ranks on this node (torchrun's LOCAL_WORLD_SIZE)
     backend: str = "none"                 # "none" (one process), "gloo", "nccl" or "cpu:gloo,cuda:nccl"
     requested: str = "auto"               # the backend asked for (--dist-backend)
     groups: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # gloo side groups
+    store: Any = field(default=None, compare=False, repr=False)  # torchrun's key-value store, this run's keys
+    error_timeout: timedelta = ERROR_TIMEOUT
+    _reports: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)  # errors agreed so far
 
     @property
     def enabled(self) -> bool:
@@ -174,30 +180,50 @@ class Dist:
 
     def report(self, error: BaseException, say: Callable[[str], None] | None = None) -> str | None:
         """The line this rank prints for a user error: rank 0 prints the error every failing rank agrees on;
-        a rank whose peers do not join within ERROR_TIMEOUT (they did not fail) prints its own. With `say`,
-        the line is said here and the ranks leave together, so torchrun cannot end rank 0 before it spoke."""
+        a rank whose peers do not join within `error_timeout` (they did not fail) prints its own. With `say`,
+        the line is said here and the other ranks return only after rank 0 spoke, so torchrun cannot end
+        rank 0 (when another rank exits with the error) before the line is out."""
         if not self.enabled:
             line: str | None = str(error)
+        elif not self._agree():
+            line = f"rank {self.rank}: {error}" if self.rank else str(error)
         else:
-            import torch.distributed as dist
-            out: list[Any] = [None] * self.world_size
-            try:
-                dist.all_gather_object(out, (self.rank, f"{error}"), group=self.groups["errors"])
-            except Exception:  # the other ranks are elsewhere: this error is this rank's alone
-                line = f"rank {self.rank}: {error}" if self.rank else str(error)
-                if say is not None:
-                    say(line)
-                return line
+            key = f"error/{self._reports[0]}"
+            self._reports[0] += 1
             line = str(error) if self.is_main else None
+            if say is not None:
+                if line is not None:
+                    say(line)
+                    self.store.set(f"{key}/said", "1")
+                else:
+                    self._wait([f"{key}/said"])
+                return line
         if say is not None:
-            if line is not None:
-                say(line)
-            if self.enabled:
-                try:
-                    dist.barrier(group=self.groups["errors"])
-                except Exception:
-                    pass
+            say(line)
         return line
+
+    def _agree(self) -> bool:
+        """Every rank reports the same error (the k-th agreed one of each rank): each posts its key and waits
+        for the others' keys. A rank that times out takes its key back, so its next report is again the k-th
+        and the counts stay equal on every rank. Store requests are answered one by one: nothing is left
+        pending in a process group (a collective that a peer never joined would be, up to the exit — where
+        gloo finishing it during interpreter shutdown aborts the process)."""
+        key = f"error/{self._reports[0]}"
+        mine = f"{key}/{self.rank}"
+        self.store.set(mine, "1")
+        if self._wait([f"{key}/{q}" for q in range(self.world_size)]):
+            return True
+        self.store.delete_key(mine)
+        return False
+
+    def _wait(self, keys: list[str]) -> bool:
+        """Whether all keys are in the store within error_timeout (polled: no request outlives the wait)."""
+        deadline = time.monotonic() + self.error_timeout.total_seconds()
+        while not self.store.check(keys):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
 
 SINGLE = Dist()
@@ -215,6 +241,13 @@ def torchrun_env() -> dict[str, int] | None:
     if not 0 <= env["RANK"] < env["WORLD_SIZE"]:
         raise ValueError(f"RANK={env['RANK']} is not in [0, WORLD_SIZE={env['WORLD_SIZE']})")
     return env
+
+
+def _int_env(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
 
 
 def _nccl_available() -> bool:
@@ -264,10 +297,10 @@ def launched(backend: str = "auto", *, error_timeout: timedelta = ERROR_TIMEOUT)
     dist.init_process_group(backend=pg, timeout=TIMEOUT, rank=env["RANK"], world_size=env["WORLD_SIZE"])
     ok = False
     try:
-        groups = {"objects": dist.new_group(backend="gloo", timeout=TIMEOUT),
-                  "errors": dist.new_group(backend="gloo", timeout=error_timeout)}
+        groups = {"objects": dist.new_group(backend="gloo", timeout=TIMEOUT)}
         d = Dist(rank=env["RANK"], world_size=env["WORLD_SIZE"], local_rank=env["LOCAL_RANK"], backend=pg,
-                 requested=backend, groups=groups)
+                 local_world_size=_int_env("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]),
+                 requested=backend, groups=groups, store=_run_store(), error_timeout=error_timeout)
         _CURRENT.append(d)
         yield d
         ok = True
@@ -275,6 +308,22 @@ def launched(backend: str = "auto", *, error_timeout: timedelta = ERROR_TIMEOUT)
         if _CURRENT:
             _CURRENT.pop()
         _teardown(ok, pg)
+
+
+_SESSIONS = [0]  # launched() bodies entered in this process (the same count on every rank)
+
+
+def _run_store() -> Any:
+    """A client of the key-value store torchrun's processes met at (MASTER_ADDR:MASTER_PORT, which env://
+    initialisation needs), with this run's keys under their own prefix: the torchrun run id, its restart
+    and the launched() body, so nothing from an earlier attempt is read as this one's."""
+    import torch.distributed as dist
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=TIMEOUT)
+    _SESSIONS[0] += 1
+    prefix = (f"fastgrok/{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}/"
+              f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{_SESSIONS[0]}")
+    return dist.PrefixStore(prefix, store)
 
 
 def _teardown(ok: bool, backend: str) -> None:
