@@ -44,11 +44,12 @@ def num_params(cfg: Config) -> int:
     return m.vocab_size * C + m.depth * block + 2 * C
 
 
-def estimate(cfg: Config, device: torch.device | str = "cpu") -> dict[str, int]:
-    """Bytes per part (tasks, batches, params, activations, runtime) and their sum under "total"."""
+def estimate(cfg: Config, device: torch.device | str = "cpu", world_size: int = 1) -> dict[str, int]:
+    """Bytes per part (tasks, batches, params, activations, runtime) and their sum under "total", for one
+    process; under DDP (`world_size` ranks) a rank holds batch_size / world_size rows of each batch."""
     device = torch.device(device)
     t, m, tr = cfg.task, cfg.model, cfg.train
-    B, S, C, V = tr.batch_size, t.n_shots, m.n_embd, m.vocab_size
+    B, S, C, V = max(1, tr.batch_size // world_size), t.n_shots, m.n_embd, m.vocab_size
     T = t.seq_len - 1
     n_points = t.p**t.n_var
     # make_tasks: the permuted point indices, their base-p digits, and the o.o.d. candidates (arange,
@@ -110,11 +111,17 @@ def available(device: torch.device | str = "cpu") -> int | None:
     return min(found, group) if group is not None else found
 
 
-def check_fits(cfg: Config, device: torch.device | str = "cpu", budget: int | None = None) -> dict[str, int]:
-    """Raise a ValueError (with the estimate and the budget) when cfg cannot fit the device; else the estimate."""
+def check_fits(cfg: Config, device: torch.device | str = "cpu", budget: int | None = None, *, world_size: int = 1,
+               sharing: int = 1) -> dict[str, int]:
+    """Raise a ValueError (with the estimate and the budget) when cfg cannot fit the device; else the estimate.
+
+    Under DDP each of the `world_size` ranks holds its share of the batch; `sharing` processes (the ranks on
+    this node, on the CPU) draw on the same memory, so each may use 1/sharing of what is available."""
     device = torch.device(device)
-    need = estimate(cfg, device)
+    need = estimate(cfg, device, world_size)
     budget = available(device) if budget is None else budget
+    if budget is not None:
+        budget //= max(1, sharing)
     if budget is not None and need["total"] > budget:
         big = max((k for k in need if k != "total"), key=need.__getitem__)
         parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in need.items() if k != "total")

@@ -141,7 +141,8 @@ def build(cfg: Config, dist: distributed.Dist = distributed.SINGLE) -> Session:
     a config whose memory estimate exceeds the device is refused before anything is allocated."""
     device = dist.device(cfg.train.device)  # DDP: cuda:LOCAL_RANK
     dist.check_batch(cfg.train.batch_size)
-    check_fits(cfg, device)
+    check_fits(cfg, device, world_size=dist.world_size,  # DDP: this rank's rows; CPU ranks share the host's RAM
+               sharing=dist.local_world_size if device.type == "cpu" else 1)
     amp = autocast_dtype(cfg, device)
     if amp is torch.float16 and device.type == "cpu":
         raise ValueError("dtype='fp16' autocast is for CUDA; use fp32 or bf16 on the CPU")

@@ -50,3 +50,14 @@ def test_budget_is_explicit_or_measured():
         check_fits(cfg, "cpu", budget=1024)
     got = available("cpu")
     assert got is None or got > 0
+
+
+def test_ddp_rank_holds_its_share_of_the_batch():
+    """Under DDP a rank holds batch_size / world_size rows; ranks on one host share its RAM."""
+    cfg = Config.preset("quick", batch_size=4096)
+    one, four = estimate(cfg), estimate(cfg, world_size=4)
+    assert four["activations"] < one["activations"] / 3 and four["batches"] < one["batches"] / 3
+    assert four["params"] == one["params"] and four["tasks"] == one["tasks"]
+    check_fits(cfg, "cpu", budget=four["total"], world_size=4)  # fits one GPU-sized share
+    with pytest.raises(ValueError, match="this config needs"):
+        check_fits(cfg, "cpu", budget=four["total"], world_size=4, sharing=2)  # two ranks on this host
