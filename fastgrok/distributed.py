@@ -21,6 +21,7 @@ collective after TIMEOUT.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import time
 from contextlib import contextmanager
@@ -307,7 +308,7 @@ def launched(backend: str = "auto", *, error_timeout: timedelta = ERROR_TIMEOUT)
     finally:
         if _CURRENT:
             _CURRENT.pop()
-        _teardown(ok, pg)
+        _teardown(ok, pg, groups if "groups" in locals() else {})
 
 
 _SESSIONS = [0]  # launched() bodies entered in this process (the same count on every rank)
@@ -326,13 +327,22 @@ def _run_store() -> Any:
     return dist.PrefixStore(prefix, store)
 
 
-def _teardown(ok: bool, backend: str) -> None:
-    """Leave the process group: cleanly after success; after a failure without waiting on any peer."""
+def _teardown(ok: bool, backend: str, groups: dict[str, Any]) -> None:
+    """Leave the process group: cleanly after success; after a failure without waiting on any peer.
+
+    The groups are destroyed here, not at interpreter exit: gloo's worker threads drop a finished
+    collective's work (and the tensors it holds) just after the caller got its result; a drop that
+    comes while the interpreter shuts down takes the GIL of a finalizing interpreter and aborts the
+    process ("terminate called without an active exception"). Destroying a gloo group joins its
+    threads (torch releases the GIL for it), so nothing of theirs outlives this call."""
     import torch.distributed as dist
     if not dist.is_initialized():
+        groups.clear()
         return
     if ok or "nccl" not in backend:
         dist.destroy_process_group()  # gloo's teardown talks to nobody
+        groups.clear()  # the last references (the Dist keeps the side groups): their threads are joined now
+        gc.collect()    # and any a reference cycle still held
         return
     try:  # NCCL: abort, so a collective left pending by the failure cannot block the exit
         from torch.distributed.distributed_c10d import _abort_process_group
