@@ -153,6 +153,15 @@ class Dist:
         self.all_reduce_sum_(t)
         return t / self.world_size
 
+    def any(self, flag: bool) -> bool:
+        """Whether flag is true on any rank (every rank gets the answer; a CPU collective, no GPU sync)."""
+        if not self.enabled:
+            return flag
+        import torch.distributed as dist
+        t = torch.tensor([int(flag)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.groups.get("objects"))
+        return bool(t.item())
+
     def on_main(self, fn: Callable[[], T]) -> T:
         """fn() on rank 0 alone (a write, a read to share); every rank gets its result, or raises its error."""
         if not self.enabled:

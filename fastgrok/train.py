@@ -328,10 +328,11 @@ def _check_train_args(cfg: Any, resume: Any, stop_at: Any) -> None:
 
 
 class _Interrupts:
-    """Ctrl-C during the loop. The first asks to stop after the current step (save, then exit); a second
-    stops at once, but only inside `interruptible()` — the forward/backward pass and the evaluation,
-    which change no saved state — so a parameter update, a record or a checkpoint is never cut half-way
-    (an evaluation cut short is redone on resume)."""
+    """Ctrl-C during the loop. The first asks to stop after the current step (save, then exit; under DDP
+    after the step where the ranks next agree on it); a second stops at once, but only inside
+    `interruptible()` — the forward/backward pass and the evaluation, which change no saved state — so a
+    parameter update, a record or a checkpoint is never cut half-way (an evaluation cut short is redone
+    on resume)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -444,8 +445,8 @@ def _loop(sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None,
 
     interrupts = _Interrupts()
     main_thread = threading.current_thread() is threading.main_thread()
-    # DDP: no step-finishing Ctrl-C (the ranks would stop at different steps); the last checkpoint stays
-    old_handler = signal.signal(signal.SIGINT, interrupts.handler) if main_thread and not dist.enabled else None
+    old_handler = signal.signal(signal.SIGINT, interrupts.handler) if main_thread else None
+    agreed_stop = False  # DDP: every rank stops after the same step (torchrun passes a Ctrl-C on to each rank)
     on_start()
     try:
         if ckpt is not None and _is_eval_step(start, cfg) and not any(r["step"] == start for r in history):
@@ -473,12 +474,17 @@ def _loop(sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None,
             if is_eval and stop_when is not None and dist.on_main(lambda: bool(stop_when(history))):
                 stopped_early = True
                 break
-            if interrupts.count:
+            if not dist.enabled and interrupts.count:
+                raise KeyboardInterrupt
+            # DDP: the ranks ask each other at every flush (steps where they sync already), so a Ctrl-C seen
+            # by any rank stops all of them after the same step, at most LOG_EVERY steps later
+            if dist.enabled and flushed == step and dist.any(interrupts.count > 0):
+                agreed_stop = True
                 raise KeyboardInterrupt
         if step == end and not _is_eval_step(step, cfg):
             save_last(step)  # stop_at between evaluations: keep the exact state for --resume
     except KeyboardInterrupt:
-        if dist.enabled:  # DDP: no collective here, the other ranks may be gone
+        if dist.enabled and not agreed_stop:  # DDP: no collective here, the other ranks may be gone
             raise KeyboardInterrupt(f"interrupted near step {step}; resume from the last checkpoint with "
                                     f"`fastgrok train --resume {run_dir}`") from None
         flush(step)

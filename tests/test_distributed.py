@@ -1,6 +1,7 @@
 """DDP: a rank's rows of the global batch, and 2-rank torchrun runs (gloo, CPU) against one process."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -285,6 +286,56 @@ def test_a_failing_rank_ends_the_run(tmp_path):
     failed_at = float((tmp_path / "failed_at").read_text())
     assert ended - failed_at < 30, f"the run took {ended - failed_at:.1f}s to end after rank 1 failed"
     assert not (tmp_path / "boom" / "summary.json").exists()
+
+
+INTERRUPTED = """
+import importlib, sys
+from pathlib import Path
+import torch.distributed as dist
+from fastgrok.cli import main
+
+train_mod = importlib.import_module("fastgrok.train")
+step_fn = train_mod.train_step
+
+def train_step(sess, step, *args):  # tells the test when training runs
+    if dist.get_rank() == 0 and step == 20:
+        Path(sys.argv[1], "running").write_text("")
+    return step_fn(sess, step, *args)
+
+train_mod.train_step = train_step
+sys.exit(main(["train", "--preset", "tiny", "--steps", "100000", "--eval-every", "100000", "--quiet",
+               "--out-dir", sys.argv[1], "--run-name", "stopped"]))
+"""
+
+
+def test_ctrl_c_under_torchrun_saves_the_same_step_on_every_rank(tmp_path):
+    """Ctrl-C reaches torchrun, which passes SIGINT on to each rank: the ranks agree at their next flush
+    (every train.LOG_EVERY steps) and stop after the same step; rank 0 saves it and says so once."""
+    from fastgrok.train import LOG_EVERY
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 180
+        while not (tmp_path / "running").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    said = [l for l in (out + err).splitlines() if l.startswith("fastgrok: interrupted")]
+    assert len(said) == 1, err[-3000:]
+    ckpt = torch.load(tmp_path / "stopped" / "last.pt")
+    step = ckpt["step"]
+    assert step >= 20 and step % LOG_EVERY == 0 and f"interrupted at step {step}; saved" in said[0]
+    one = train(Config.preset("tiny", out_dir=str(tmp_path), run_name="one", steps=100000, eval_every=100000),
+                stop_at=step, quiet=True)
+    for k, v in torch.load(one.run_dir / "last.pt")["model"].items():
+        torch.testing.assert_close(ckpt["model"][k], v, atol=1e-5, rtol=0)
 
 
 def test_cli_bad_input_is_one_line_from_rank_0(tmp_path):
