@@ -224,6 +224,17 @@ GROUPS: dict[str, list[Run]] = {
         _r("p7-n40r-a06-s20-wd1-10k-data1", **{**SCOUT, "data_seed": 1}, p=7, selection="random", n_id=40,
            alpha=0.6, n_shots=20, batch_size=64, steps=10000),
     ],
+    # Stage 16: the i.d. test points are the barrier (never trained on; 20 of 49 at p = 7, α 0.6). p = 11 at
+    # α 0.8 trains on 97 of 121 points and still allows 24 shots; and p = 7's stage-13 run at width 128.
+    "quiet7": [
+        _r("p11-n100r-a08-s24-wd1-10k", **SCOUT, p=11, selection="random", n_id=100, alpha=0.8, n_shots=24,
+           batch_size=64, steps=10000),
+        _r("p7-n40r-a06-s20-wd1-w128-8k", **{**SCOUT, "n_embd": 128}, p=7, selection="random", n_id=40, alpha=0.6,
+           n_shots=20, batch_size=64, steps=8000),
+        # (the batch of 64 cannot hold 100 tasks: refused, recorded; rerun with a batch of 100)
+        _r("p11-n100r-a08-s24-wd1-b100-10k", **SCOUT, p=11, selection="random", n_id=100, alpha=0.8, n_shots=24,
+           batch_size=100, steps=10000),
+    ],
 }
 
 
