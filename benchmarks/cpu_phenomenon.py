@@ -168,8 +168,8 @@ GROUPS: dict[str, list[Run]] = {
         _r("p11-n100r-a08-s12-8k", **SCOUT, p=11, selection="random", n_id=100, alpha=0.8, n_shots=12,
            batch_size=100, steps=8000),
     ],
-    # Stage 11: p = 7 and 11 with most tasks stay on the ln p plateau (p = 7: loss 1.82 of 1.95 at step
-    # 12000), p = 5 at 5 shots learns nothing. The demo (p = 5, α 0.6, 10 shots) is limited by its 10
+    # Stage 11: p = 7 and 11 with most tasks stay on the ln p plateau (p = 7: loss 1.81 of 1.95 at step
+    # 9000), p = 5 at 5 shots learns nothing. The demo (p = 5, α 0.6, 10 shots) is limited by its 10
     # test points: trade shots for coverage (α 0.64/0.68/0.72 → 9/8/7 shots), a larger batch, and p = 7
     # with more shots (α 0.7 → 15) and fewer tasks.
     "quiet2": [
@@ -186,7 +186,7 @@ GROUPS: dict[str, list[Run]] = {
     # shots not by 9000), so more shots: p = 7 at α 0.6 allows 20; p = 11 with a few tasks at α 0.7 (i.d.
     # generalization in the paper's Figure 1b needs n_id ≥ 32 at α ≥ 0.7); the demo at a higher lr and
     # at depth 4 (deeper models generalize o.o.d. sooner in the paper, if transiently). A batch of 128
-    # (stage 11) fits the demo's tasks sooner (step 3500) but only memorizes: o.o.d. train 0.1.
+    # (stage 11) fits the demo's tasks sooner (step 2250) but only memorizes: o.o.d. train 0.17.
     "quiet3": [
         _r("p5-n20r-a06-s10-wd2-d4-8k", **{**SCOUT, "weight_decay": 2.0, "depth": 4}, p=5, selection="random",
            n_id=20, alpha=0.6, n_shots=10, batch_size=64, steps=8000),

@@ -305,9 +305,9 @@ def launched(backend: str = "auto", *, error_timeout: timedelta = ERROR_TIMEOUT)
     else:
         pg = "gloo"  # also when NCCL was asked for but is missing: Dist.device reports it inside the group
     dist.init_process_group(backend=pg, timeout=TIMEOUT, rank=env["RANK"], world_size=env["WORLD_SIZE"])
-    ok = False
+    ok, groups = False, {}
     try:
-        groups = {"objects": dist.new_group(backend="gloo", timeout=TIMEOUT)}
+        groups["objects"] = dist.new_group(backend="gloo", timeout=TIMEOUT)
         d = Dist(rank=env["RANK"], world_size=env["WORLD_SIZE"], local_rank=env["LOCAL_RANK"], backend=pg,
                  local_world_size=_int_env("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]),
                  requested=backend, groups=groups, store=_run_store(), error_timeout=error_timeout)
@@ -317,7 +317,7 @@ def launched(backend: str = "auto", *, error_timeout: timedelta = ERROR_TIMEOUT)
     finally:
         if _CURRENT:
             _CURRENT.pop()
-        _teardown(ok, pg, groups if "groups" in locals() else {})
+        _teardown(ok, pg, groups)
 
 
 _SESSIONS = [0]  # launched() bodies entered in this process (the same count on every rank)
@@ -351,7 +351,7 @@ def _teardown(ok: bool, backend: str, groups: dict[str, Any]) -> None:
     if ok or "nccl" not in backend:
         dist.destroy_process_group()  # gloo's teardown talks to nobody
         groups.clear()  # the last references (the Dist keeps the side groups): their threads are joined now
-        gc.collect()    # and any a reference cycle still held
+        gc.collect()    # and those a reference cycle may still hold
         return
     try:  # NCCL: abort, so a collective left pending by the failure cannot block the exit
         from torch.distributed.distributed_c10d import _abort_process_group

@@ -162,14 +162,13 @@ with distributed.launched(error_timeout=timedelta(seconds=3)) as d:
 
 
 def test_two_ranks_train_the_one_process_run(tmp_path):
-    out = tmp_path
-    one_half = train(_tiny(out, run_name="one-half"), stop_at=15, quiet=True)
-    script = out / "launch.py"
+    one_half = train(_tiny(tmp_path, run_name="one-half"), stop_at=15, quiet=True)
+    script = tmp_path / "launch.py"
     script.write_text(LAUNCHER)
-    r = _torchrun(script, str(out))
+    r = _torchrun(script, str(tmp_path))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    ranks = json.loads((out / "results.json").read_text())
-    one_full = train(_tiny(out, run_name="one-full"), quiet=True)
+    ranks = json.loads((tmp_path / "results.json").read_text())
+    one_full = train(_tiny(tmp_path, run_name="one-full"), quiet=True)
 
     def close(a, b, rel=1e-6):
         assert len(a) == len(b) and all(abs(x - y) <= rel * abs(y) for x, y in zip(a, b)), (a, b)
@@ -178,18 +177,18 @@ def test_two_ranks_train_the_one_process_run(tmp_path):
         close(res["full"], one_full.losses)
         close(res["half"], one_full.losses[:15])
         close(one_half.losses + res["rest"], one_full.losses)  # 1 rank → 2 ranks
-    rest = train(resume=out / "ddp-half", quiet=True)  # 2 ranks → 1 rank
+    rest = train(resume=tmp_path / "ddp-half", quiet=True)  # 2 ranks → 1 rank
     close(ranks[0]["half"] + rest.losses, one_full.losses)
 
-    one = torch.load(out / "one-full" / "last.pt")["model"]
+    one = torch.load(tmp_path / "one-full" / "last.pt")["model"]
     for run in ("ddp-full", "ddp-half", "one-half"):  # 2 ranks; 2 ranks then 1; 1 then 2
-        got = torch.load(out / run / "last.pt")
+        got = torch.load(tmp_path / run / "last.pt")
         assert got["step"] == 30
         for k, v in one.items():
             torch.testing.assert_close(got["model"][k], v, atol=1e-5, rtol=0)
 
     # evaluation: split over the ranks and summed; counts and accuracies exact, losses to float rounding
-    hist = lambda run: [json.loads(l) for l in (out / run / "metrics.jsonl").read_text().splitlines()]
+    hist = lambda run: [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     h1, h2 = hist("one-full"), hist("ddp-full")
     assert [r["step"] for r in h2] == [r["step"] for r in h1] == [10, 20, 30]
     for a, b in zip(h1, h2):
@@ -204,11 +203,11 @@ def test_two_ranks_train_the_one_process_run(tmp_path):
 
     # rank 0 alone wrote (and locked: a second rank taking the lock would fail as RunFolderBusy) the run
     # folder; env.json says how it ran
-    env = json.loads((out / "ddp-full" / "env.json").read_text())
+    env = json.loads((tmp_path / "ddp-full" / "env.json").read_text())
     assert env["world_size"] == 2 and env["dist_backend"] == "gloo"
-    assert {p.name for p in (out / "ddp-full").iterdir()} == \
+    assert {p.name for p in (tmp_path / "ddp-full").iterdir()} == \
         {".lock", "config.json", "env.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json"}
-    assert json.loads((out / "one-half" / "env-resume-15.json").read_text())["world_size"] == 2
+    assert json.loads((tmp_path / "one-half" / "env-resume-15.json").read_text())["world_size"] == 2
 
     # bad input: the same error on both ranks, one line (rank 0's); an error on one rank alone: its own line
     for res in ranks:
@@ -221,9 +220,9 @@ def test_two_ranks_train_the_one_process_run(tmp_path):
     assert ranks[0]["missing"][2] == ranks[0]["missing"][1] and ranks[1]["missing"][2] is None
     assert ranks[1]["lone"] == "rank 1: only rank 1 failed" and "lone" not in ranks[0]
     assert [res["after"] for res in ranks] == ["then both failed", None]
-    assert not (out / "odd").exists()
+    assert not (tmp_path / "odd").exists()
 
-    rows = read_rows(out / "bench" / "train.csv")
+    rows = read_rows(tmp_path / "bench" / "train.csv")
     assert [(r["provider"], r["unit"]) for r in rows] == [("reference-ddp2", u) for u in ("ms", "steps/s", "tokens/s",
                                                                                            "TFLOP/s")]
 
