@@ -5,6 +5,7 @@ import torch
 from fastgrok import GPT, Config, train
 from fastgrok.backends import resolve_ops
 from fastgrok.metrics import z_loss
+from stepcheck import compare_step
 
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5)}
 
@@ -64,10 +65,7 @@ def test_compiled_fused_model_fullgraph():
 
 
 # The trainer's own pieces (build, train_step, evaluate) on each backend, compared one step at a time from a
-# shared state at a few points along a reference trajectory. Two free-running trajectories are not compared:
-# AdamW divides by sqrt(v), so fp32 rounding differences of 1e-7 in a gradient move some parameters by 1e-4
-# after one step (measured), and such differences grow through training by amounts that depend on the CPU's
-# kernels. What a backend changes — the batch, the loss, the gradients, the evaluation — is compared directly.
+# shared state at a few points along a reference trajectory (tests/stepcheck.py says why not two trajectories).
 PROBE_KW = dict(steps=100, eval_every=100, lr=3e-3, n_embd=32, n_head=1, depth=1, batch_size=8)  # one head,
 PROBES = (0, 50, 99)  # 8 rows: the interpreter runs one program per (row, head)
 # max |g_fused - g_ref| / max |g_ref| per parameter: ≤ 7e-7 measured on every CPU code path tried (ATen
@@ -82,37 +80,6 @@ def _sessions(**per_op):
     return ref, {name: build(Config.preset("tiny", **kw, **PROBE_KW)) for name, kw in per_op.items()}
 
 
-def _step(sess, step):
-    """train_step on batch `step`: (the batch, the loss, every parameter's gradient) as the optimiser saw them."""
-    from fastgrok.train import train_step
-    grads = {}
-    hooks = [p.register_post_accumulate_grad_hook(lambda p, n=n: grads.__setitem__(n, p.grad.detach().clone()))
-             for n, p in sess.model.named_parameters()]
-    try:
-        batch = sess.ops.batchgen(sess.train_src, step)
-        loss = train_step(sess, step).item()
-    finally:
-        for h in hooks:
-            h.remove()
-    return batch, loss, grads
-
-
-def _compare_step(ref, other, step, name):
-    """Put `other` in ref's state (model and optimiser), take step `step` on both, compare what the backend
-    computes; ref goes on along its own trajectory."""
-    other.model.load_state_dict(ref.model.state_dict())
-    other.opt.load_state_dict(ref.opt.state_dict())
-    b_other, l_other, g_other = _step(other, step)
-    b_ref, l_ref, g_ref = _step(ref, step)
-    assert torch.equal(b_other, b_ref), (name, step, "batches differ")  # Philox on both: bit for bit
-    assert l_other == pytest.approx(l_ref, rel=1e-5), (name, step, l_other, l_ref)
-    assert g_other.keys() == g_ref.keys()
-    for param, g in g_ref.items():
-        err = ((g_other[param] - g).abs().max() / g.abs().max()).item()
-        assert err <= GRAD_TOL, (name, step, param, err)
-    return l_ref
-
-
 def test_training_steps_with_fused_backends_match_reference():
     ref, others = _sessions(fused=dict(backend="fused"),
                             mixed=dict(attention="fused", embedding="reference", batchgen="fused"))
@@ -122,7 +89,7 @@ def test_training_steps_with_fused_backends_match_reference():
     for step in range(PROBES[-1] + 1):
         if step in PROBES:
             for name, other in others.items():
-                losses[step] = _compare_step(ref, other, step, name)
+                losses[step] = compare_step(ref, other, step, name, GRAD_TOL)
         else:
             train_step(ref, step)
     # the probes saw different states: the reference learned in between (1.66 → 1.59 measured)
@@ -160,7 +127,7 @@ def test_step_comparison_catches_a_gradient_off_by_one_percent(wrong, monkeypatc
     for step in range(PROBES[1]):
         train_step(ref, step)
     with pytest.raises(AssertionError, match="to_qkv|wte|ln_1"):
-        _compare_step(ref, others["fused"], PROBES[1], "fused")
+        compare_step(ref, others["fused"], PROBES[1], "fused", GRAD_TOL)
 
 
 def test_fused_head_dim_is_checked_before_anything_is_written(tmp_path):
@@ -184,7 +151,7 @@ def test_production_configuration_tracks_reference():
     opts = [torch.optim.AdamW(m.parameters(), lr=3e-3) for m in (ref, fused)]
     tasks = make_tasks(cfg.task)
     losses = []
-    for step in range(3):  # each step from the reference's state (see _compare_step)
+    for step in range(3):  # each step from the reference's state (see stepcheck.py)
         batch = sample_batch(cfg, tasks, step)
         fused.load_state_dict(ref.state_dict())
         opts[1].load_state_dict(opts[0].state_dict())

@@ -8,6 +8,7 @@ import importlib
 
 from fastgrok import GPT, Config, train
 from fastgrok.train import TrainingError, lr_at, make_optimizer
+from stepcheck import compare_step
 
 train_mod = importlib.import_module("fastgrok.train")  # the package exports the function `train` too
 
@@ -153,10 +154,16 @@ def test_resume_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_step_matches_eager(tmp_path):
-    eager = train(_tiny(tmp_path, run_name="e", steps=6, eval_every=6), quiet=True)
-    comp = train(_tiny(tmp_path, run_name="c", steps=6, eval_every=6, compile="on"), quiet=True)
-    torch.testing.assert_close(torch.tensor(comp.losses), torch.tensor(eager.losses), atol=1e-4, rtol=1e-4)
+def test_compiled_steps_match_eager():
+    """Six steps of the compiled (inductor) model, each from the eager session's state: same batch, loss to
+    fp32 rounding, every gradient within 1e-5 of its largest entry (≤ 8e-7 measured on ATen's default, AVX2
+    and AVX-512 paths)."""
+    from fastgrok.train import build
+    eager = build(Config.preset("tiny", steps=6, eval_every=6))
+    comp = build(Config.preset("tiny", steps=6, eval_every=6, compile="on"))
+    assert comp.fwd is not comp.model  # really compiled
+    for n in range(6):
+        compare_step(eager, comp, n, "compiled", grad_tol=1e-5)
 
 
 def test_hooks_see_every_step_and_record_without_changing_the_run(tmp_path):
