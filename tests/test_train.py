@@ -62,9 +62,19 @@ def test_run_folder_metrics_and_summary(tmp_path):
 
 
 def test_learns_something(tmp_path):
-    res = train(_tiny(tmp_path, steps=300, lr=3e-3, weight_decay=0.1, eval_every=300), quiet=True)
-    assert sum(res.losses[-10:]) / 10 < sum(res.losses[:10]) / 10 - 0.15  # ≈ 1.59 → 1.34 measured
-    assert res.history[-1]["sets"]["train"]["acc"] > 1.3 / 5  # chance is 1/5
+    """300 steps of `tiny` lower the loss and lift train accuracy above chance (1/5), on the mean of three
+    seeds: which draw a CPU's rounding lands on does not decide it. Measured per seed over seeds 1-8 on
+    ATen's default, AVX2 and AVX-512 paths, MKL_CBWR=COMPATIBLE and 2 threads: the drop (first 10 steps'
+    mean loss to the last 10's) 0.17-0.26, train accuracy 0.30-0.39 from one evaluation batch (0.34-0.40
+    from 8, AVX-512); no learning would give ≈ 0 and ≈ 0.2."""
+    drops, accs = [], []
+    for seed in (1, 2, 3):
+        res = train(_tiny(tmp_path, run_name=f"s{seed}", seed=seed, steps=300, lr=3e-3, weight_decay=0.1,
+                          eval_every=300, eval_batches=8), quiet=True)
+        drops.append(sum(res.losses[:10]) / 10 - sum(res.losses[-10:]) / 10)
+        accs.append(res.history[-1]["sets"]["train"]["acc"])
+    assert sum(drops) / 3 >= 0.15 and min(drops) > 0.05, drops
+    assert sum(accs) / 3 >= 0.26, accs
 
 
 def test_resume_is_bit_identical(tmp_path):
