@@ -142,7 +142,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .train import TrainingError, train
+    from .trainer import TrainingError, train
     with distributed.launched(args.dist_backend) as dist:  # under torchrun: one rank of a DDP run
         try:
             if args.resume is not None:  # --resume "" is a mistake, not "no resume"
@@ -181,7 +181,7 @@ def _import_trainer() -> None:
         return  # SIGINT ignored (a background job) or handled by an embedding program: leave it alone
     signal.signal(signal.SIGINT, on_sigint)
     try:
-        from . import train  # noqa: F401  (torch, numpy, the model)
+        from . import trainer  # noqa: F401  (torch, numpy, the model)
     except Exception:
         if hits:
             raise KeyboardInterrupt from None
@@ -216,7 +216,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from .train import TrainingError
+    from .trainer import TrainingError
     try:
         if args.command == "train":
             return _cmd_train(args)
