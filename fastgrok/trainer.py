@@ -20,7 +20,7 @@ from torch import Tensor
 from . import distributed, runfolder
 from .backends import check_runnable, resolve_ops
 from .checkpoint import CheckpointError
-from .config import DEFAULT_PRESET, Config
+from .config import DEFAULT_PRESET, Config, nearest_preset
 from .data import SPLITS, BatchSource, split_source
 from .envinfo import environment, peak_flops
 from .memory import check_fits
@@ -207,6 +207,15 @@ class _Reporter:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _human(v: Any) -> str:
+    """A config value or a count as a person reads it: 200,000 steps, 1.5e-04, 12.6M params."""
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v / 1e6:.2f}M" if v >= 10**6 else f"{v:,}"
+    return f"{v:g}"
 
 
 def _fmt_rate(x: float) -> str:
@@ -400,12 +409,20 @@ class _Loop:
         return history
 
     def announce(self) -> None:
+        """What runs where: the run folder, what differs from the nearest preset (config.json has every
+        field), the machine and the backends, in a few short lines."""
         env, dist, run = self.env, self.dist, self.run
         self.rep.line(f"fastgrok run {run.path}")
-        self.rep.line(f"config {json.dumps(self.cfg.to_flat())}")
-        self.rep.line(f"env {env['device']} | torch {env['torch']} | triton {env['triton']} | params {env['params']:,} | "
-                      f"backends {dict(self.sess.ops.names)} | compile {env['compile']} | autocast {env['autocast']} | "
-                      f"start-up {self.startup_s:.2f}s" + (f" | resumed at step {self.start}" if run.created is False else "")
+        preset, diff = nearest_preset(self.cfg)
+        changes = f"{len(diff)} change{'s' * (len(diff) != 1)}" if diff else "no changes"
+        self.rep.line(f"config: preset {preset}, {changes} (every field: {run.path / 'config.json'})")
+        width = max((len(k) for k in diff), default=0)
+        for k, (value, base) in diff.items():
+            self.rep.line(f"  {k:<{width}}  {_human(value):>10}  (preset {_human(base)})")
+        backends = " ".join(f"{op}={name}" for op, name in self.sess.ops.names)
+        self.rep.line(f"{env['device']} | torch {env['torch']} | triton {env['triton']} | {_human(env['params'])} params | "
+                      f"{backends} | compile {'on' if env['compile'] else 'off'} | {env['autocast']} | "
+                      f"start-up {self.startup_s:.2f} s" + (f" | resumed at step {self.start:,}" if run.created is False else "")
                       + (f" | DDP over {dist.world_size} ranks ({dist.backend})" if dist.enabled else ""))
         if run.stale_removed:
             self.rep.line(f"removed stale temporary files of a killed run: {', '.join(run.stale_removed)}")

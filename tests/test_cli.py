@@ -44,6 +44,9 @@ def test_train_tiny_then_corrupt_resume(tmp_path):
     r = run("train", "--preset", "tiny", "--out-dir", str(tmp_path), "--run-name", "a")
     assert r.returncode == 0, r.stderr
     assert "step 20" in r.stdout and "phase:" in r.stdout and "ood_test" in r.stdout
+    # the head: what differs from the preset (here nothing), the backends as op=name, no JSON wall
+    assert "config: preset tiny, no changes" in r.stdout and "{" not in r.stdout
+    assert "attention=reference embedding=reference batchgen=reference" in r.stdout
     (tmp_path / "a" / "last.pt").write_bytes(b"\x00" * 10)
     _one_line_error(run("train", "--resume", str(tmp_path / "a")), "corrupt")
     _one_line_error(run("train", "--resume", str(tmp_path / "a"), "--alpha", "0.5"), "resume")
