@@ -153,3 +153,14 @@ def _maps(pid: int) -> str:
         return Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return ""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["bench", "--nope"], ["train", "--depth"],
+                                  ["presets"], ["config", "--preset", "demo"]])
+def test_help_and_bad_flags_do_not_import_torch(argv):
+    code = ("import sys, fastgrok.cli as c\n"
+            "try:\n    c.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch imported' if 'torch' in sys.modules else 'no torch')")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.stdout.strip().splitlines()[-1] == "no torch", r.stdout[-500:] + r.stderr[-500:]
