@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import importlib
 import io
 import os
 import random
@@ -38,7 +37,7 @@ import fastgrok  # noqa: E402
 from fastgrok import Config, GPT, eval_batch, make_tasks, runfolder, sample_batch, train  # noqa: E402
 from fastgrok.cli import main  # noqa: E402
 
-train_mod = importlib.import_module("fastgrok.train")
+import fastgrok.trainer as train_mod  # noqa: E402
 COUNTS: Counter = Counter()
 SECTION = {"name": ""}
 BY_SECTION: Counter = Counter()
@@ -260,7 +259,7 @@ def battery_faults(tmp: Path, full) -> None:
     def nan(real, a, k):
         return real(*a, **k) * float("nan")
 
-    from fastgrok.train import TrainingError
+    from fastgrok.trainer import TrainingError
     for when in (1, 2, 3):
         inject(f"KeyboardInterrupt in evaluation {when}", train_mod, "evaluate", when, raise_ki, KeyboardInterrupt)
         inject(f"two Ctrl-C in evaluation {when}", train_mod, "evaluate", when, two_sigints, KeyboardInterrupt)

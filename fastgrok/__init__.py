@@ -27,7 +27,7 @@ _source_tree_kernels()
 _EXPORTS = {
     "Config": "config", "TaskConfig": "config", "ModelConfig": "config", "TrainConfig": "config",
     "Tasks": "tasks", "make_tasks": "tasks", "SPLITS": "data", "eval_batch": "data", "generate_batch": "data",
-    "sample_batch": "data", "split_source": "data", "GPT": "model", "train": "train", "TrainResult": "train",
+    "sample_batch": "data", "split_source": "data", "GPT": "model", "train": "trainer", "TrainResult": "trainer",
     "load_reference_checkpoint": "checkpoint", "save_reference_checkpoint": "checkpoint",
 }
 __all__ = list(_EXPORTS)
@@ -45,20 +45,3 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
-
-def _keep_train_the_function() -> None:
-    """`fastgrok.train` is the function: importing the submodule of that name (which binds it on the
-    package) must not replace it."""
-    import sys
-    import types
-
-    class _Package(types.ModuleType):
-        def __setattr__(self, name: str, value: object) -> None:
-            if name == "train" and isinstance(value, types.ModuleType):
-                value = value.train  # type: ignore[attr-defined]
-            super().__setattr__(name, value)
-
-    sys.modules[__name__].__class__ = _Package
-
-
-_keep_train_the_function()

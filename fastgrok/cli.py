@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw a sweep's phase diagram, k-shot and curves (or one run's) as PNGs")
     pl.add_argument("path", metavar="SWEEP_DIR|RUN_DIR")
     pl.add_argument("--out", default=None, metavar="DIR", help="where the PNGs go (default: the folder itself)")
-    from .bench.cli import add_arguments as add_bench_arguments
+    from .bench.flags import add_arguments as add_bench_arguments
     add_bench_arguments(sub.add_parser("bench", help="run benchmarks (kernels, train, tasks; rows appended to "
                                        "bench_results/) or render bench_results/README.md"))
     return parser
@@ -142,7 +142,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .train import TrainingError, train
+    from .trainer import TrainingError, train
     with distributed.launched(args.dist_backend) as dist:  # under torchrun: one rank of a DDP run
         try:
             if args.resume is not None:  # --resume "" is a mistake, not "no resume"
@@ -181,7 +181,7 @@ def _import_trainer() -> None:
         return  # SIGINT ignored (a background job) or handled by an embedding program: leave it alone
     signal.signal(signal.SIGINT, on_sigint)
     try:
-        from . import train  # noqa: F401  (torch, numpy, the model)
+        from . import trainer  # noqa: F401  (torch, numpy, the model)
     except Exception:
         if hits:
             raise KeyboardInterrupt from None
@@ -194,6 +194,13 @@ def _import_trainer() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # --help and bad flags answer before torch is imported
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command in ("presets", "config"):  # no torch needed
+            return _main(args)
         _import_trainer()
         from .distributed import torchrun_env
         try:
@@ -203,26 +210,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if under_torchrun:  # under torchrun: an uncaught error's traceback goes to torchrun's report
             from torch.distributed.elastic.multiprocessing.errors import record
-            return record(_main)(argv)
-        return _main(argv)
+            return record(_main)(args)
+        return _main(args)
     except KeyboardInterrupt as e:  # anywhere: imports, start-up or the loop (which saves first)
         print(f"fastgrok: {str(e) or 'interrupted before training started'}", file=sys.stderr)
         return 130
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    from .train import TrainingError
+def _main(args: argparse.Namespace) -> int:
+    if args.command in ("presets", "config"):
+        return _cmd_info(args)
+    from .trainer import TrainingError
     try:
         if args.command == "train":
             return _cmd_train(args)
-        if args.command == "config":
-            print(json.dumps(resolve_config(args).to_dict(), indent=2))
-            return 0
         if args.command == "bench":
             from .bench.cli import main as bench_main
             return bench_main(args)
@@ -232,10 +233,6 @@ def _main(argv: Sequence[str] | None) -> int:
             except OSError as e:  # a folder that cannot be made or read: a user error, named
                 where = e.filename or getattr(args, "sweep_dir", None) or args.path
                 raise ValueError(f"{where}: {e.strerror or e}") from None
-        if args.command == "presets":
-            for name, values in PRESETS.items():
-                print(f"{name:10s} {', '.join(f'{k}={v}' for k, v in values.items())}")
-            return 0
     except (*USER_ERRORS, TrainingError) as e:
         print(f"fastgrok: error: {e}", file=sys.stderr)
         return 2
@@ -248,6 +245,23 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"fastgrok: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     return 2
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    """`presets` and `config`: torch-free."""
+    if args.command == "presets":
+        for name, values in PRESETS.items():
+            print(f"{name:10s} {', '.join(f'{k}={v}' for k, v in values.items())}")
+        return 0
+    try:
+        print(json.dumps(resolve_config(args).to_dict(), indent=2))
+    except USER_ERRORS as e:
+        print(f"fastgrok: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a --config file that cannot be read
+        print(f"fastgrok: error: {e.strerror or e} ({e.filename})", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

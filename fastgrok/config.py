@@ -408,6 +408,20 @@ class Config:
         return {k: v for part in self.to_dict().values() for k, v in part.items()}
 
 
+def nearest_preset(cfg: Config) -> tuple[str, dict[str, tuple[Any, Any]]]:
+    """The preset cfg differs least from, and its differences: field → (cfg's value, the preset's).
+    Where a run is written (out_dir, run_name) is not compared."""
+    flat = cfg.to_flat()
+    best: tuple[str, dict[str, tuple[Any, Any]]] | None = None
+    for name in PRESETS:  # in order: a tie goes to the first
+        base = Config.preset(name).to_flat()
+        diff = {k: (v, base[k]) for k, v in flat.items() if v != base[k] and k not in ("out_dir", "run_name")}
+        if best is None or len(diff) < len(best[1]):
+            best = (name, diff)
+    assert best is not None
+    return best
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """base updated by over, where setting n_id or selection drops a base n_pl (it would conflict)."""
     base = dict(base)

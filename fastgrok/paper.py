@@ -317,7 +317,7 @@ class PaperOutputs:
             if self.record is not None and self.record["step"] == step:
                 sets = self.record["sets"]
             else:  # the paper also records step 1, where fastgrok does not evaluate
-                from .train import evaluate
+                from .trainer import evaluate
                 sets = evaluate(sess.fwd, sess.eval_srcs, sess.cfg, sess.ops.batchgen, sess.device, sess.amp)
             self.rows.append(tab_row(step, float(loss), sets))
             atomic_write_text(format_tab(self.rows), self.tab_path)
@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # a usage error (one line, already printed) or --help
         return int(e.code or 0)
     from .checkpoint import CheckpointError
-    from .train import TrainingError, train
+    from .trainer import TrainingError, train
     try:
         check_flags(ns)
         root = Path(extras.out_dir) if extras.out_dir else Path("..")

@@ -9,7 +9,7 @@ Files:
     summary.json     written when the run finishes
     .lock            the pid of the process that owns the folder (an advisory fcntl.flock)
 
-The write protocol that makes a resume exact (train.py follows it):
+The write protocol that makes a resume exact (trainer.py follows it):
     1. an evaluation's record is appended to metrics.jsonl before the checkpoint of its step is saved,
        so every record up to last.pt's step is in the file, whole;
     2. a checkpoint taken at an evaluation step whose record is missing (the evaluation was

@@ -294,7 +294,7 @@ def run_point(root: str | Path, name: str, threads: int | None = None, stop_when
     if status in FINISHED or status in ("failed", "running"):
         return status
     from .runfolder import RunFolderBusy
-    from .train import train
+    from .trainer import train
     run = sweep.runs / name
     k = stop_when_settled if stop_when_settled is not None else sweep.stop_when_settled
     stop_when = (lambda h: settled(h, k)) if k else None

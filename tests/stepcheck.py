@@ -13,7 +13,7 @@ import torch
 
 def step(sess, n):
     """train_step on batch `n`: (the batch, the loss, every parameter's gradient) as the optimiser saw them."""
-    from fastgrok.train import train_step
+    from fastgrok.trainer import train_step
     grads = {}
     hooks = [p.register_post_accumulate_grad_hook(lambda p, name=name: grads.__setitem__(name, p.grad.detach().clone()))
              for name, p in sess.model.named_parameters()]

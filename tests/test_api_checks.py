@@ -60,5 +60,7 @@ def test_good_calls_still_work():
     assert sample_batch(CFG, TASKS, 10**12).shape == (16, 18)  # a large but valid batch number
     assert GPT(CFG.model).num_params() > 0
     assert callable(fastgrok.train) and fastgrok.train is train and "train" in dir(fastgrok)
+    import fastgrok.trainer as trainer  # the module: its own name, so the function keeps `fastgrok.train`
+    assert fastgrok.train is trainer.train and trainer.train_flops_per_step(CFG) > 0
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         fastgrok.nope

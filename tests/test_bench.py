@@ -15,7 +15,7 @@ from fastgrok.bench import kernels as bench_kernels, render as bench_render, tas
 from fastgrok.bench.core import FIELDS, Recorder, Timing, append_rows, read_rows, row
 from fastgrok.bench.cli import SUITES, run_suites
 from fastgrok.bench.hostpipe import HostPipeline, attach, host_tokens, host_train_step, materialise
-from fastgrok.train import build
+from fastgrok.trainer import build
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

@@ -44,6 +44,9 @@ def test_train_tiny_then_corrupt_resume(tmp_path):
     r = run("train", "--preset", "tiny", "--out-dir", str(tmp_path), "--run-name", "a")
     assert r.returncode == 0, r.stderr
     assert "step 20" in r.stdout and "phase:" in r.stdout and "ood_test" in r.stdout
+    # the head: what differs from the preset (here nothing), the backends as op=name, no JSON wall
+    assert "config: preset tiny, no changes" in r.stdout and "{" not in r.stdout
+    assert "attention=reference embedding=reference batchgen=reference" in r.stdout
     (tmp_path / "a" / "last.pt").write_bytes(b"\x00" * 10)
     _one_line_error(run("train", "--resume", str(tmp_path / "a")), "corrupt")
     _one_line_error(run("train", "--resume", str(tmp_path / "a"), "--alpha", "0.5"), "resume")
@@ -150,3 +153,14 @@ def _maps(pid: int) -> str:
         return Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return ""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["bench", "--nope"], ["train", "--depth"],
+                                  ["presets"], ["config", "--preset", "demo"]])
+def test_help_and_bad_flags_do_not_import_torch(argv):
+    code = ("import sys, fastgrok.cli as c\n"
+            "try:\n    c.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch imported' if 'torch' in sys.modules else 'no torch')")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.stdout.strip().splitlines()[-1] == "no torch", r.stdout[-500:] + r.stderr[-500:]

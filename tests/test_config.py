@@ -1,6 +1,6 @@
 import pytest
 
-from fastgrok.config import PRESETS, Config
+from fastgrok.config import PRESETS, Config, nearest_preset
 
 
 def test_presets_resolve_and_paper_defaults():
@@ -106,3 +106,10 @@ def test_empty_toml_is_the_default_preset_and_read_errors_name_the_file(tmp_path
     path.write_text("preset = [1]\n")
     with pytest.raises(ValueError, match="unknown preset"):
         Config.from_toml(path)
+
+
+def test_nearest_preset_names_the_differences():
+    assert nearest_preset(Config.preset("demo", steps=4000, out_dir="elsewhere")) == ("demo", {"steps": (4000, 8000)})
+    assert nearest_preset(Config.preset("paper-d4")) == ("paper-d4", {})
+    name, diff = nearest_preset(Config.preset("tiny", depth=3, lr=2e-3))
+    assert name == "tiny" and diff == {"depth": (3, 1), "lr": (2e-3, 1e-3)}

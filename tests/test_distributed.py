@@ -264,7 +264,7 @@ from pathlib import Path
 import torch.distributed as dist
 from fastgrok.cli import main
 
-train_mod = importlib.import_module("fastgrok.train")
+train_mod = importlib.import_module("fastgrok.trainer")
 step_fn = train_mod.train_step
 
 def train_step(sess, step, *args):  # a test-only failure on rank 1 at step 5
@@ -297,7 +297,7 @@ from pathlib import Path
 import torch.distributed as dist
 from fastgrok.cli import main
 
-train_mod = importlib.import_module("fastgrok.train")
+train_mod = importlib.import_module("fastgrok.trainer")
 step_fn = train_mod.train_step
 
 def train_step(sess, step, *args):  # tells the test when training runs
@@ -314,7 +314,7 @@ sys.exit(main(["train", "--preset", "tiny", "--steps", "100000", "--eval-every",
 def test_ctrl_c_under_torchrun_saves_the_same_step_on_every_rank(tmp_path):
     """Ctrl-C reaches torchrun, which passes SIGINT on to each rank: the ranks agree at their next flush
     (every train.LOG_EVERY steps) and stop after the same step; rank 0 saves it and says so once."""
-    from fastgrok.train import LOG_EVERY
+    from fastgrok.trainer import LOG_EVERY
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -75,7 +75,7 @@ GRAD_TOL = 1e-5
 
 
 def _sessions(**per_op):
-    from fastgrok.train import build
+    from fastgrok.trainer import build
     ref = build(Config.preset("tiny", **PROBE_KW))
     return ref, {name: build(Config.preset("tiny", **kw, **PROBE_KW)) for name, kw in per_op.items()}
 
@@ -84,7 +84,7 @@ def test_training_steps_with_fused_backends_match_reference():
     ref, others = _sessions(fused=dict(backend="fused"),
                             mixed=dict(attention="fused", embedding="reference", batchgen="fused"))
     assert dict(others["fused"].ops.names) == dict(attention="fused", embedding="fused", batchgen="fused")
-    from fastgrok.train import evaluate, train_step
+    from fastgrok.trainer import evaluate, train_step
     losses = {}
     for step in range(PROBES[-1] + 1):
         if step in PROBES:
@@ -111,7 +111,7 @@ def test_step_comparison_catches_a_gradient_off_by_one_percent(wrong, monkeypatc
     """The check above is not blind: scale one kernel gradient by 1.01 and it fails."""
     import fastgrok.kernels.embedding as emb
     import fastgrok.kernels.rope_attention as attn
-    from fastgrok.train import train_step
+    from fastgrok.trainer import train_step
     if wrong == "embedding":
         real_emb = emb.embedding_backward
         monkeypatch.setattr(emb, "embedding_backward", lambda *a, **k: real_emb(*a, **k) * 1.01)

@@ -2,7 +2,6 @@
 before the first checkpoint, a second owner. Each run must end in one clear error, lose nothing and
 resume to the uninterrupted result bit for bit (CPU)."""
 import errno
-import importlib
 import os
 import signal
 import subprocess
@@ -15,9 +14,9 @@ import torch
 from fastgrok import Config, runfolder, train
 from fastgrok.cli import main
 from fastgrok.runfolder import RunFolderBusy, RunFolderError
-from fastgrok.train import TrainingError
+from fastgrok.trainer import TrainingError
 
-train_mod = importlib.import_module("fastgrok.train")
+import fastgrok.trainer as train_mod  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, EVERY = 24, 8
 

@@ -4,13 +4,10 @@ import math
 import pytest
 import torch
 
-import importlib
-
+import fastgrok.trainer as train_mod
 from fastgrok import GPT, Config, train
-from fastgrok.train import TrainingError, lr_at, make_optimizer
+from fastgrok.trainer import TrainingError, lr_at, make_optimizer
 from stepcheck import compare_step
-
-train_mod = importlib.import_module("fastgrok.train")  # the package exports the function `train` too
 
 
 def _tiny(tmp_path, **kw):
@@ -168,7 +165,7 @@ def test_compiled_steps_match_eager():
     """Six steps of the compiled (inductor) model, each from the eager session's state: same batch, loss to
     fp32 rounding, every gradient within 1e-5 of its largest entry (≤ 8e-7 measured on ATen's default, AVX2
     and AVX-512 paths)."""
-    from fastgrok.train import build
+    from fastgrok.trainer import build
     eager = build(Config.preset("tiny", steps=6, eval_every=6))
     comp = build(Config.preset("tiny", steps=6, eval_every=6, compile="on"))
     assert comp.fwd is not comp.model  # really compiled

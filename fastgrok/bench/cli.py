@@ -18,6 +18,7 @@ from . import (ceilings as bench_ceilings, kernels as bench_kernels, paperrun as
                profile as bench_profile, render as bench_render, sm90 as bench_sm90, sweep as bench_sweep,
                tasks as bench_tasks, train as bench_train)
 from .core import Recorder, env as bench_env, merge as merge_results, print_rows, resolve
+from .flags import COMPILE, EXTRA_NAMES, OPTIONS, SUITE_NAMES, add_arguments  # noqa: F401  (add_arguments: for callers)
 
 SUITES: dict[str, Callable[..., None]] = {"kernels": bench_kernels.run, "train": bench_train.run,
                                           "tasks": bench_tasks.run, "sweep": bench_sweep.run}
@@ -25,58 +26,7 @@ SUITES: dict[str, Callable[..., None]] = {"kernels": bench_kernels.run, "train":
 # training run, and the offline sm_90 compile check. CSV names: <suite>.csv with "-" as "_".
 EXTRA: dict[str, Callable[..., None]] = {"ceilings": bench_ceilings.run, "profile": bench_profile.run,
                                          "paper-run": bench_paperrun.run, "sm90": bench_sm90.run}
-COMPILE = ("all", "main", "off")
-# Suite options beyond quick/compile: flag dest → parser of its value; each suite gets those its run() takes.
-OPTIONS = ("toy", "configs", "batch_sizes", "providers", "ops", "sweeps", "seconds", "eval_every", "backend", "top",
-           "compile_backend")
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in _names(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ints") from None
-
-
-def add_arguments(p: argparse.ArgumentParser, suite: bool = True) -> None:
-    if suite:
-        p.add_argument("suite", nargs="?", default="all", choices=(*SUITES, "all", *EXTRA, "render", "merge"),
-                       help="what to run (default: all = kernels, train, tasks); render only rewrites "
-                            "OUT_DIR/README.md; merge appends the rows of --from DIR that OUT_DIR lacks")
-    p.add_argument("--quick", action="store_true",
-                   help="a smoke run: small shapes, few repeats, no torch.compile (unless --compile says so)")
-    p.add_argument("--out-dir", default="bench_results",
-                   help="rows are appended to OUT_DIR/<suite>.csv, never overwritten (default: bench_results)")
-    p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'")
-    p.add_argument("--compile", choices=COMPILE, default=None,
-                   help="torch.compile providers at every shape and config (all), only the paper's shape and "
-                        "first config (main; the default) or nowhere (off; the default with --quick)")
-    g = p.add_argument_group("suite options (each suite takes those it knows)")
-    g.add_argument("--toy", action="store_true",
-                   help="toy sizes that run every code path on a CPU, fused kernels under TRITON_INTERPRET=1 "
-                        "(the gpu_check rehearsal; timings mean nothing)")
-    g.add_argument("--configs", type=_names, default=None, help="train/profile: configs, e.g. paper-d2,paper-d4")
-    g.add_argument("--batch-sizes", type=_ints, default=None, help="train: batch sizes, e.g. 1024,2048,4096")
-    g.add_argument("--providers", type=_names, default=None, help="train/kernels: providers, comma-separated")
-    g.add_argument("--ops", type=_names, default=None, help="kernels: ops, e.g. attention,embedding")
-    g.add_argument("--no-sweeps", dest="sweeps", action="store_false", default=None,
-                   help="kernels: the paper's shapes only")
-    g.add_argument("--seconds", type=float, default=None, help="paper-run: wall-clock seconds (default 180)")
-    g.add_argument("--eval-every", type=int, default=None, help="paper-run: evaluation interval (default 500)")
-    g.add_argument("--backend", default=None, choices=("reference", "fused"),
-                   help="profile/paper-run: the model's backend (default fused)")
-    g.add_argument("--top", type=int, default=None, help="profile: kernels listed (default 15)")
-    g.add_argument("--compile-backend", default=None,
-                   help="train/profile/kernels: torch.compile backend (default inductor)")
-    if suite:
-        p.add_argument("--from", dest="source", default=None, metavar="DIR",
-                       help="merge: the folder whose rows (and paper_run-*.jsonl files) are added to OUT_DIR")
-
-
+assert tuple(SUITES) == SUITE_NAMES and tuple(EXTRA) == EXTRA_NAMES  # the parser's choices (flags.py)
 def run_suites(suites: list[str], device: torch.device | str, out_dir: str | Path | None, *, quick: bool = False,
                compile: str | None = None, log: Callable[[str], None] | None = print,
                **options: object) -> dict[str, Recorder]:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..config import Config
 from ..data import SPLITS, BatchSource
 from ..tasks import Tasks
-from ..train import Session, train_step
+from ..trainer import Session, train_step
 
 
 def materialise(task_vecs: Tensor, inputs: Tensor, p: int) -> Tensor:

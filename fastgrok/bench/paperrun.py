@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config
-from ..train import train
+from ..trainer import train
 from .core import TOY, Recorder, Timing, row
 
 TOY_RUN = dict(TOY, depth=1, steps=100_000, eval_every=2)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..train import build, train_step
+from ..trainer import build, train_step
 from .core import TOY, Recorder, Timing, row, sync
 
 GPU_CONFIGS = {"paper-d2": "paper", "paper-d4": "paper-d4", "paper-d6": "paper-d6"}

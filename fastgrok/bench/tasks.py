@@ -22,7 +22,7 @@ import torch
 
 from ..config import Config
 from ..tasks import make_tasks
-from ..train import build, evaluate, train_step
+from ..trainer import build, evaluate, train_step
 from .core import Recorder, Timing, row, sync, time_startup, time_windows
 from .hostpipe import HostPipeline, attach, host_tokens, host_train_step
 

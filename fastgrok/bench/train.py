@@ -6,7 +6,7 @@ CUDA (n_id 512, n_embd 512, batch 1024, depth 2 / 4 / 6). Providers: "reference"
 only), each also "-compiled", and "host-pipeline" (the reference model fed by fastgrok.bench.hostpipe:
 batches materialised on the host, a DataLoader, a copy and a sync every step). A step is timed
 the way the trainer runs it: windows of consecutive steps with one device sync per window (the
-host pipeline syncs every step by construction). FLOPs per step: fastgrok.train.train_flops_per_step.
+host pipeline syncs every step by construction). FLOPs per step: fastgrok.trainer.train_flops_per_step.
 
 Under torchrun (`torchrun --nproc_per_node=W -m fastgrok bench train`) every rank runs the steps as
 DDP with the config's batch as the global batch; rank 0 times them and records the rows, under the
@@ -24,7 +24,7 @@ from .. import distributed
 from ..backends import kernels_run_on
 from ..config import Config
 from ..envinfo import peak_flops
-from ..train import build, train_flops_per_step, train_step
+from ..trainer import build, train_flops_per_step, train_step
 from .core import TOY, Recorder, Timing, row, time_windows
 from .hostpipe import HostPipeline, attach, host_train_step
 

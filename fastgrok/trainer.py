@@ -1,4 +1,4 @@
-"""The training loop: batches on the device, z-position loss, AdamW, warm-up + cosine, evaluation,
+"""The trainer: batches on the device, z-position loss, AdamW, warm-up + cosine, evaluation,
 atomic checkpoints and exact resume (SPEC "Optimisation", "Measurements")."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from torch import Tensor
 from . import distributed, runfolder
 from .backends import check_runnable, resolve_ops
 from .checkpoint import CheckpointError
-from .config import DEFAULT_PRESET, Config
+from .config import DEFAULT_PRESET, Config, nearest_preset
 from .data import SPLITS, BatchSource, split_source
 from .envinfo import environment, peak_flops
 from .memory import check_fits
@@ -209,6 +209,15 @@ class _Reporter:
             self.progress.stop()
 
 
+def _human(v: Any) -> str:
+    """A config value or a count as a person reads it: 200,000 steps, 1.5e-04, 12.6M params."""
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v / 1e6:.2f}M" if v >= 10**6 else f"{v:,}"
+    return f"{v:g}"
+
+
 def _fmt_rate(x: float) -> str:
     return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
 
@@ -239,7 +248,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     quiet = quiet or not dist.is_main  # DDP: rank 0 prints
     t0 = time.perf_counter()
     run: RunFolder | _RankRun | None = None
-    started = False
+    loop: _Loop | None = None
     try:
         ckpt: dict[str, Any] | None = None
         if resume is not None:
@@ -278,12 +287,12 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
             if run is None:
                 run = _RankRun(path, cfg, created=True, stale_removed=stale)
 
-        def on_start() -> None:  # from the first step on, the folder is a run (resumable, from step 0 at least)
-            nonlocal started
-            started = True
-
-        return _loop(sess, run, ckpt, start, stop_at, quiet, t0, on_start, on_eval, on_step, stop_when)
+        loop = _Loop(sess, run, ckpt, start, stop_at, quiet, t0, _Hooks(on_eval, on_step, stop_when))
+        loop.announce()
+        loop.run_steps()
+        return loop.finish()
     except BaseException as e:
+        started = loop is not None and loop.started
         if not started and run is not None and run.created:
             run.discard()
         if isinstance(e, KeyboardInterrupt) and not started:
@@ -359,152 +368,226 @@ def _is_eval_step(step: int, cfg: Config) -> bool:
     return step % cfg.train.eval_every == 0 or step == cfg.train.steps
 
 
-def _loop(sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None, start: int, stop_at: int | None,
-          quiet: bool, t0: float, on_start: Callable[[], None],
-          on_eval: Callable[[dict[str, Any], Session], None] | None = None,
-          on_step: Callable[[int, Tensor, Session], None] | None = None,
-          stop_when: Callable[[list[dict[str, Any]]], bool] | None = None) -> TrainResult:
-    cfg, run_dir, dist = sess.cfg, run.path, sess.dist
-    device, amp, ops, model, opt = sess.device, sess.amp, sess.ops, sess.model, sess.opt
-    best = dict(ckpt.get("best", {})) if ckpt is not None else {}
-    best = best or {"step": None, "ood_test_acc": -1.0}
-    env = environment(device) | {"argv": sys.argv, "backends": dict(ops.names), "compile": use_compile(cfg, device),
-                                 "autocast": str(amp) if amp else "fp32", "params": model.num_params()}
-    env |= dist.describe()  # DDP: world size and process-group backend
+class _Loop:
+    """One call's training from `start` to `end`: steps, loss flushes, evaluations with their records and
+    checkpoints, Ctrl-C, and the summary. Each method keeps one of those; `run` strings them together."""
 
-    def prepare() -> list[dict[str, Any]]:  # DDP: rank 0 writes, every rank gets the history
-        run.write_json("env.json" if ckpt is None and run.created else f"env-resume-{start}.json", env)
-        history = run.history(upto=start)  # records past the checkpoint (whole or torn) are dropped
-        run.rewrite_history(history)
+    def __init__(self, sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None, start: int,
+                 stop_at: int | None, quiet: bool, t0: float, hooks: _Hooks) -> None:
+        self.sess, self.run, self.cfg, self.dist, self.hooks = sess, run, sess.cfg, sess.dist, hooks
+        self.quiet, self.ckpt, self.start = quiet, ckpt, start
+        self.best = dict(ckpt.get("best", {})) if ckpt is not None else {}
+        self.best = self.best or {"step": None, "ood_test_acc": -1.0}
+        device, amp, model = sess.device, sess.amp, sess.model
+        self.env = environment(device) | {"argv": sys.argv, "backends": dict(sess.ops.names),
+                                          "compile": use_compile(self.cfg, device),
+                                          "autocast": str(amp) if amp else "fp32", "params": model.num_params()}
+        self.env |= self.dist.describe()  # DDP: world size and process-group backend
+        self.history: list[dict[str, Any]] = self.dist.on_main(self._prepare)  # DDP: every rank gets it
+        self.startup_s = time.perf_counter() - t0
+        self.end = self.cfg.train.steps if stop_at is None else min(stop_at, self.cfg.train.steps)
+        self.rep = _Reporter(self.cfg.train.steps, start, quiet)
+        self.tokens_per_step = self.cfg.train.batch_size * (self.cfg.task.seq_len - 1)
+        self.flops = train_flops_per_step(self.cfg)
+        self.peak = (peak_flops(device) or 0) * self.dist.world_size or None  # DDP: every rank's GPU
+        self.window = torch.zeros(LOG_EVERY, device=device)  # per-step losses, fetched every LOG_EVERY steps
+        self.losses: list[float] = []  # every step this call ran
+        self.interval_losses: list[float] = list(ckpt.get("interval_losses", [])) if ckpt else []
+        self.step = self.flushed = self.s_last = start
+        self.t_last = self.loop_t0 = time.perf_counter()
+        self.info = ""
+        self.stopped_early = self.started = False
+        self.interrupts = _Interrupts()
+        self.agreed_stop = False  # DDP: every rank stops after the same step (torchrun passes Ctrl-C to each)
+
+    def _prepare(self) -> list[dict[str, Any]]:
+        """Rank 0: env.json (env-resume-STEP.json on resume), and the history up to the checkpoint."""
+        first = self.ckpt is None and self.run.created
+        self.run.write_json("env.json" if first else f"env-resume-{self.start}.json", self.env)
+        history = self.run.history(upto=self.start)  # records past the checkpoint (whole or torn) are dropped
+        self.run.rewrite_history(history)
         return history
-    history = dist.on_main(prepare)
-    startup_s = time.perf_counter() - t0
 
-    end = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
-    rep = _Reporter(cfg.train.steps, start, quiet)
-    rep.line(f"fastgrok run {run_dir}")
-    rep.line(f"config {json.dumps(cfg.to_flat())}")
-    rep.line(f"env {env['device']} | torch {env['torch']} | triton {env['triton']} | params {env['params']:,} | "
-             f"backends {dict(ops.names)} | compile {env['compile']} | autocast {env['autocast']} | "
-             f"start-up {startup_s:.2f}s" + (f" | resumed at step {start}" if run.created is False else "")
-             + (f" | DDP over {dist.world_size} ranks ({dist.backend})" if dist.enabled else ""))
-    if run.stale_removed:
-        rep.line(f"removed stale temporary files of a killed run: {', '.join(run.stale_removed)}")
+    def announce(self) -> None:
+        """What runs where: the run folder, what differs from the nearest preset (config.json has every
+        field), the machine and the backends, in a few short lines."""
+        env, dist, run = self.env, self.dist, self.run
+        self.rep.line(f"fastgrok run {run.path}")
+        preset, diff = nearest_preset(self.cfg)
+        changes = f"{len(diff)} change{'s' * (len(diff) != 1)}" if diff else "no changes"
+        self.rep.line(f"config: preset {preset}, {changes} (every field: {run.path / 'config.json'})")
+        width = max((len(k) for k in diff), default=0)
+        for k, (value, base) in diff.items():
+            self.rep.line(f"  {k:<{width}}  {_human(value):>10}  (preset {_human(base)})")
+        backends = " ".join(f"{op}={name}" for op, name in self.sess.ops.names)
+        self.rep.line(f"{env['device']} | torch {env['torch']} | triton {env['triton']} | {_human(env['params'])} params | "
+                      f"{backends} | compile {'on' if env['compile'] else 'off'} | {env['autocast']} | "
+                      f"start-up {self.startup_s:.2f} s" + (f" | resumed at step {self.start:,}" if run.created is False else "")
+                      + (f" | DDP over {dist.world_size} ranks ({dist.backend})" if dist.enabled else ""))
+        if run.stale_removed:
+            self.rep.line(f"removed stale temporary files of a killed run: {', '.join(run.stale_removed)}")
 
-    tokens_per_step = cfg.train.batch_size * (cfg.task.seq_len - 1)
-    flops = train_flops_per_step(cfg)
-    peak = (peak_flops(device) or 0) * dist.world_size or None  # DDP: every rank's GPU
-    window = torch.zeros(LOG_EVERY, device=device)  # per-step losses, fetched every LOG_EVERY steps
-    all_losses: list[float] = []
-    interval_losses: list[float] = list(ckpt.get("interval_losses", [])) if ckpt else []
-    step, stopped_early = start, False
-    t_last, s_last = time.perf_counter(), start
-    loop_t0 = time.perf_counter()
-    info = ""
+    # ---- the pieces of a step
+    def one_step(self) -> Tensor:
+        """One optimiser step; its loss stays on the device until the next flush."""
+        loss = train_step(self.sess, self.step, self.interrupts.interruptible)
+        self.window[self.step % LOG_EVERY] = loss
+        self.step += 1
+        return loss
 
-    def save_last(path_step: int) -> None:
-        run.save_last({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": path_step, "best": best,
-                       "interval_losses": interval_losses, "config": cfg.to_dict()})
-
-    flushed = start
-
-    def flush(upto: int) -> None:
-        """Fetch the losses of steps flushed … upto-1 (one sync); stop on a non-finite one."""
-        nonlocal flushed
-        vals_all = dist.mean(window).tolist()  # DDP: the loss of the global batch
-        vals = [vals_all[s % LOG_EVERY] for s in range(flushed, upto)]
+    def flush(self) -> None:
+        """Fetch the losses of the steps since the last flush (one sync); stop on a non-finite one."""
+        vals_all = self.dist.mean(self.window).tolist()  # DDP: the loss of the global batch
+        vals = [vals_all[s % LOG_EVERY] for s in range(self.flushed, self.step)]
         for i, v in enumerate(vals):
             if not math.isfinite(v):
-                bad = flushed + i + 1
-                last_ok = dist.on_main(lambda: run.checkpoint_step())  # DDP: every rank stops here alike
-                where = (f"the last good checkpoint (step {last_ok}) is {run_dir / 'last.pt'}"
+                bad = self.flushed + i + 1
+                last_ok = self.dist.on_main(lambda: self.run.checkpoint_step())  # DDP: every rank stops alike
+                where = (f"the last good checkpoint (step {last_ok}) is {self.run.path / 'last.pt'}"
                          if last_ok is not None else "no checkpoint was written before it (--resume starts at step 0)")
                 raise TrainingError(f"loss is {v} at step {bad}: training stopped; {where}")
-        flushed = upto
-        all_losses.extend(vals)
-        interval_losses.extend(vals)
+        self.flushed = self.step
+        self.losses.extend(vals)
+        self.interval_losses.extend(vals)
+        self._progress()
 
-    def record_evaluation(at: int) -> None:
+    def _progress(self) -> None:
+        now = time.perf_counter()
+        dt = (now - self.t_last) / max(1, self.step - self.s_last)
+        self.t_last, self.s_last = now, self.step
+        recent = self.losses[-LOG_EVERY:]
+        self.info = (f"loss {sum(recent) / max(1, len(recent)):.4f} | {dt * 1e3:.1f} ms/step | "
+                     f"{_fmt_rate(self.tokens_per_step / dt)} tok/s")
+        if self.peak:
+            self.info += f" | {100 * self.flops / dt / self.peak:.0f}% MFU"
+        self.rep.update(self.step, self.info)
+
+    def evaluate_and_record(self, at: int) -> None:
         """Evaluate, then write best.pt, the record and last.pt, in that order (runfolder's protocol)."""
-        with interrupts.interruptible():
-            sets = evaluate(sess.fwd, sess.eval_srcs, cfg, ops.batchgen, device, amp, dist)
-        rec = _record(cfg, sets, at, interval_losses, loop_t0, tokens_per_step)
-        if sets["ood_test"]["acc"] > best["ood_test_acc"]:  # DDP: every rank keeps `best`, rank 0 writes
-            run.save_best({"model": model.state_dict(), "step": at, "metrics": sets, "config": cfg.to_dict()})
-            best.update(step=at, ood_test_acc=sets["ood_test"]["acc"])
-        run.append(rec)
-        history.append(rec)
-        if on_eval is not None:
-            on_eval(rec, sess)
-        interval_losses.clear()
-        save_last(at)
+        sess, cfg = self.sess, self.cfg
+        with self.interrupts.interruptible():
+            sets = evaluate(sess.fwd, sess.eval_srcs, cfg, sess.ops.batchgen, sess.device, sess.amp, self.dist)
+        rec = _record(cfg, sets, at, self.interval_losses, self.loop_t0, self.tokens_per_step)
+        if sets["ood_test"]["acc"] > self.best["ood_test_acc"]:  # DDP: every rank keeps `best`, rank 0 writes
+            self.run.save_best({"model": sess.model.state_dict(), "step": at, "metrics": sets,
+                                "config": cfg.to_dict()})
+            self.best.update(step=at, ood_test_acc=sets["ood_test"]["acc"])
+        self.run.append(rec)
+        self.history.append(rec)
+        if self.hooks.on_eval is not None:
+            self.hooks.on_eval(rec, sess)
+        self.interval_losses.clear()
+        self.checkpoint(at)
         s = rec["sets"]
-        rep.line(f"step {at} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
-                 f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f}"
-                 + (f" | {info.split(' | ', 1)[1]}" if info else ""))
+        self.rep.line(f"step {at} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
+                      f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f}"
+                      + (f" | {self.info.split(' | ', 1)[1]}" if self.info else ""))
 
-    interrupts = _Interrupts()
-    main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGINT, interrupts.handler) if main_thread else None
-    agreed_stop = False  # DDP: every rank stops after the same step (torchrun passes a Ctrl-C on to each rank)
-    on_start()
-    try:
-        if ckpt is not None and _is_eval_step(start, cfg) and not any(r["step"] == start for r in history):
-            record_evaluation(start)  # its evaluation was cut short before the record was written
-        while step < end:
-            loss = train_step(sess, step, interrupts.interruptible)
-            window[step % LOG_EVERY] = loss
-            step += 1
-            is_eval = _is_eval_step(step, cfg)
-            if step % LOG_EVERY == 0 or is_eval or step == end:
-                flush(step)
-                now = time.perf_counter()
-                dt = (now - t_last) / max(1, step - s_last)
-                t_last, s_last = now, step
-                recent = sum(all_losses[-LOG_EVERY:]) / max(1, len(all_losses[-LOG_EVERY:]))
-                info = f"loss {recent:.4f} | {dt * 1e3:.1f} ms/step | {_fmt_rate(tokens_per_step / dt)} tok/s"
-                if peak:
-                    info += f" | {100 * flops / dt / peak:.0f}% MFU"
-                rep.update(step, info)
-            if is_eval:
-                record_evaluation(step)
-            if on_step is not None:
-                on_step(step, loss, sess)
-            # DDP: rank 0 decides (the records' time_s differ between ranks), every rank follows
-            if is_eval and stop_when is not None and dist.on_main(lambda: bool(stop_when(history))):
-                stopped_early = True
-                break
-            if not dist.enabled and interrupts.count:
-                raise KeyboardInterrupt
-            # DDP: the ranks ask each other at every flush (steps where they sync already), so a Ctrl-C seen
-            # by any rank stops all of them after the same step, at most LOG_EVERY steps later
-            if dist.enabled and flushed == step and dist.any(interrupts.count > 0):
-                agreed_stop = True
-                raise KeyboardInterrupt
-        if step == end and not _is_eval_step(step, cfg):
-            save_last(step)  # stop_at between evaluations: keep the exact state for --resume
-    except KeyboardInterrupt:
-        if dist.enabled and not agreed_stop:  # DDP: no collective here, the other ranks may be gone
-            raise KeyboardInterrupt(f"interrupted near step {step}; resume from the last checkpoint with "
-                                    f"`fastgrok train --resume {run_dir}`") from None
-        flush(step)
-        save_last(step)  # the state after `step` whole steps (a cut step changed nothing saved)
-        rep.close()
-        raise KeyboardInterrupt(f"interrupted at step {step}; saved {run_dir / 'last.pt'}: "
-                                f"resume with `fastgrok train --resume {run_dir}`") from None
-    finally:
-        rep.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+    def checkpoint(self, at: int) -> None:
+        """last.pt: the state after `at` whole steps, all that --resume needs."""
+        self.run.save_last({"model": self.sess.model.state_dict(), "optimizer": self.sess.opt.state_dict(),
+                            "step": at, "best": self.best, "interval_losses": self.interval_losses,
+                            "config": self.cfg.to_dict()})
 
-    elapsed = time.perf_counter() - loop_t0
-    summary = _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir)
-    summary["stopped_early"] = stopped_early
-    if step == cfg.train.steps or stopped_early:
-        run.write_json("summary.json", summary)
-    if not quiet:
-        print_summary(summary)
-    return TrainResult(run_dir=run_dir, history=history, summary=summary, losses=all_losses)
+    def stop_asked(self) -> bool:
+        """After an evaluation: does `stop_when` end the run here? DDP: rank 0 decides (the records' time_s
+        differ between ranks), every rank follows."""
+        stop_when = self.hooks.stop_when
+        return stop_when is not None and self.dist.on_main(lambda: bool(stop_when(self.history)))
+
+    def interrupted(self) -> bool:
+        """Ctrl-C seen? DDP: the ranks ask each other at every flush (steps where they sync already), so a
+        Ctrl-C seen by any rank stops all of them after the same step, at most LOG_EVERY steps later."""
+        if not self.dist.enabled:
+            return self.interrupts.count > 0
+        self.agreed_stop = self.flushed == self.step and self.dist.any(self.interrupts.count > 0)
+        return self.agreed_stop
+
+    def interrupt(self) -> KeyboardInterrupt:
+        """Save what a Ctrl-C leaves (the state after `step` whole steps; a cut step changed nothing saved);
+        the KeyboardInterrupt to raise says where."""
+        run_dir = self.run.path
+        if self.dist.enabled and not self.agreed_stop:  # DDP: no collective here, the other ranks may be gone
+            return KeyboardInterrupt(f"interrupted near step {self.step}; resume from the last checkpoint with "
+                                     f"`fastgrok train --resume {run_dir}`")
+        self.flush()
+        self.checkpoint(self.step)
+        self.rep.close()
+        return KeyboardInterrupt(f"interrupted at step {self.step}; saved {run_dir / 'last.pt'}: "
+                                 f"resume with `fastgrok train --resume {run_dir}`")
+
+    # ---- the loop
+    def run_steps(self) -> None:
+        cfg = self.cfg
+        main_thread = threading.current_thread() is threading.main_thread()
+        old_handler = signal.signal(signal.SIGINT, self.interrupts.handler) if main_thread else None
+        self.started = True  # from here on the folder is a run (resumable, from step 0 at least)
+        try:
+            if (self.ckpt is not None and _is_eval_step(self.start, cfg)
+                    and not any(r["step"] == self.start for r in self.history)):
+                self.evaluate_and_record(self.start)  # its evaluation was cut short before the record was written
+            while self.step < self.end:
+                loss = self.one_step()
+                is_eval = _is_eval_step(self.step, cfg)
+                if self.step % LOG_EVERY == 0 or is_eval or self.step == self.end:
+                    self.flush()
+                if is_eval:
+                    self.evaluate_and_record(self.step)
+                if self.hooks.on_step is not None:
+                    self.hooks.on_step(self.step, loss, self.sess)
+                if is_eval and self.stop_asked():
+                    self.stopped_early = True
+                    break
+                if self.interrupted():
+                    raise KeyboardInterrupt
+            if self.step == self.end and not _is_eval_step(self.step, cfg):
+                self.checkpoint(self.step)  # stop_at between evaluations: keep the exact state for --resume
+        except KeyboardInterrupt:
+            raise self.interrupt() from None
+        finally:
+            self.rep.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+
+    def finish(self) -> TrainResult:
+        summary = self.summary()
+        if self.step == self.cfg.train.steps or self.stopped_early:
+            self.run.write_json("summary.json", summary)
+        if not self.quiet:
+            print_summary(summary)
+        return TrainResult(run_dir=self.run.path, history=self.history, summary=summary, losses=self.losses)
+
+    def summary(self) -> dict[str, Any]:
+        cfg, best, step = self.cfg, self.best, self.step
+        elapsed = time.perf_counter() - self.loop_t0
+        last = self.history[-1] if self.history else None
+        rate = (step - self.start) / elapsed if elapsed > 0 else float("nan")
+        return {
+            "run_dir": str(self.run.path),
+            "steps": step,
+            "steps_total": cfg.train.steps,
+            "finished": step == cfg.train.steps,
+            "wall_s": round(elapsed, 2),
+            "startup_s": round(self.startup_s, 3),
+            "steps_per_s": round(rate, 3),
+            "tokens_per_s": round(rate * self.tokens_per_step, 1),
+            "mfu": round(self.flops * rate / self.peak, 4) if self.peak else None,
+            "best_ood_step": best["step"],
+            "best_ood_test_acc": best["ood_test_acc"] if best["step"] is not None else None,
+            "phase": last["phase"] if last else None,
+            "phase_threshold": cfg.train.phase_threshold,
+            "final": {k: {m: v[m] for m in ("loss", "acc", "acc_last", "task_mean_acc")}
+                      for k, v in last["sets"].items()} if last else None,
+            "final_kshot_ood_test": last["sets"]["ood_test"]["kshot"] if last else None,
+            "stopped_early": self.stopped_early,
+        }
+
+
+@dataclass
+class _Hooks:
+    on_eval: Callable[[dict[str, Any], Session], None] | None = None
+    on_step: Callable[[int, Tensor, Session], None] | None = None
+    stop_when: Callable[[list[dict[str, Any]]], bool] | None = None
 
 
 def _record(cfg: Config, sets: dict[str, Any], step: int, interval_losses: list[float], loop_t0: float,
@@ -521,31 +604,6 @@ def _record(cfg: Config, sets: dict[str, Any], step: int, interval_losses: list[
         "solved": solved,
         "sets": sets,
     }
-
-
-def _summary(cfg, history, best, step, start, elapsed, startup_s, tokens_per_step, flops, peak, run_dir):
-    steps_run = step - start
-    last = history[-1] if history else None
-    rate = steps_run / elapsed if elapsed > 0 else float("nan")
-    summary = {
-        "run_dir": str(run_dir),
-        "steps": step,
-        "steps_total": cfg.train.steps,
-        "finished": step == cfg.train.steps,
-        "wall_s": round(elapsed, 2),
-        "startup_s": round(startup_s, 3),
-        "steps_per_s": round(rate, 3),
-        "tokens_per_s": round(rate * tokens_per_step, 1),
-        "mfu": round(flops * rate / peak, 4) if peak else None,
-        "best_ood_step": best["step"],
-        "best_ood_test_acc": best["ood_test_acc"] if best["step"] is not None else None,
-        "phase": last["phase"] if last else None,
-        "phase_threshold": cfg.train.phase_threshold,
-        "final": {k: {m: v[m] for m in ("loss", "acc", "acc_last", "task_mean_acc")} for k, v in last["sets"].items()}
-        if last else None,
-        "final_kshot_ood_test": last["sets"]["ood_test"]["kshot"] if last else None,
-    }
-    return summary
 
 
 def print_summary(summary: dict[str, Any]) -> None:
