@@ -96,11 +96,8 @@ def get_op(op: str, backend: str) -> Callable:
 _KERNELS: dict[str, str] = {
     "rope_attention": "fastgrok.kernels.rope_attention:rope_attention",
     "attention_qkv": "fastgrok.kernels.rope_attention:fused_attention_qkv",
-    # the first release's attention kernels, kept for one release for the benchmarks' side-by-side only
-    "attention_qkv_v1": "fastgrok.kernels.rope_attention_v1:fused_attention_qkv",
     # modelled DRAM bytes per launch, for the benchmarks' GB/s
     "attention_traffic": "fastgrok.kernels.rope_attention:traffic",
-    "attention_traffic_v1": "fastgrok.kernels.rope_attention_v1:traffic",
     "embedding": "fastgrok.kernels.embedding:embedding",
 }
 

@@ -16,8 +16,7 @@ is imported). Each launch is also wrapped in a `torch.library.custom_op` ("fastg
 
 `python -m fastgrok.kernels.report` compiles every kernel at its GPU tiles for sm_90 without a GPU
 and lists registers, spills, shared memory and the modelled DRAM traffic (`traffic` beside each
-attention kernel). `rope_attention_v1` holds the first release's attention kernels, kept for one
-release so the benchmarks (provider "fused-v1") can measure old against new.
+attention kernel).
 """
 from importlib import import_module
 from typing import Any

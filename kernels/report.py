@@ -133,31 +133,6 @@ def attention_rows(D: int, T: int, TQ: int, dtype: str, label: str) -> list[Comp
     return rows
 
 
-def attention_rows_v1(D: int, T: int, dtype: str, label: str) -> list[Compiled]:
-    """The first release's kernels at their tiles, for the side-by-side."""
-    from . import rope_attention_v1 as v1
-
-    cfg = v1._block_config(T, D, interpret=False)
-    prec = "tf32" if dtype == "bf16" else "ieee"
-    tensors = _attention_pointers(dtype)
-    out = []
-    m, n, w, s = cfg["fwd"]
-    out.append(_stats("rope_attn_fwd", "v1", dtype, label, f"M{m} N{n}", v1._rope_attn_fwd_kernel, tensors,
-                      dict(HEAD_DIM=D, BLOCK_M=m, BLOCK_N=n, INPUT_PRECISION=prec, UPCAST=False), w, s))
-    m, n, w, s = cfg["dkdv"]
-    fuse = T <= n
-    out.append(_stats("rope_attn_bwd_dkdv", "v1", dtype, label, f"M{m} N{n}", v1._rope_attn_bwd_dkdv_kernel, tensors,
-                      dict(HEAD_DIM=D, BLOCK_M=m, BLOCK_N=n, FUSE_DQ=fuse, INPUT_PRECISION=prec, UPCAST=False), w, s))
-    if not fuse:
-        m2, n2, w2, s2 = cfg["dq"]
-        out.append(_stats("rope_attn_bwd_dq", "v1", dtype, label, f"M{m2} N{n2}", v1._rope_attn_bwd_dq_kernel,
-                          tensors, dict(HEAD_DIM=D, BLOCK_M=m2, BLOCK_N=n2, INPUT_PRECISION=prec, UPCAST=False),
-                          w2, s2))
-        out.append(_stats("rope_attn_bwd_pre", "v1", dtype, label, f"M{m2}", v1._rope_attn_bwd_preprocess_kernel,
-                          tensors, dict(HEAD_DIM=D, BLOCK_M=m2), 4, 1))
-    return out
-
-
 def other_rows() -> list[Compiled]:
     """Embedding (forward, backward, reduce) and batchgen at the paper's shape."""
     from . import embedding as emb
@@ -191,15 +166,13 @@ def batchgen_rows() -> list[Compiled]:
 def traffic_table() -> list[str]:
     """Modelled DRAM bytes per launch at the paper's shape, bf16, in units of n (one (B, T, C) tensor)."""
     from . import rope_attention as ra
-    from . import rope_attention_v1 as v1
 
     B, H, T, D = PAPER.values()
     n = B * H * T * D * 2
     ideal = ra.ideal_bytes(B, H, T, D, 2)
     lines = ["| kernels | pass | launches | modelled bytes | ideal | modelled / ideal |", "|---|---|---|---|---|---|"]
     for name, model in (("v2, all 95 queries", ra.traffic(B, H, T, D, 2)),
-                        ("v2, last block (32 queries)", ra.traffic(B, H, T, D, 2, PAPER_TQ)),
-                        ("v1 (first release)", v1.traffic(B, H, T, D, 2))):
+                        ("v2, last block (32 queries)", ra.traffic(B, H, T, D, 2, PAPER_TQ))):
         for p in ("forward", "backward"):
             total = model[p]["read"] + model[p]["write"]
             lines.append(f"| {name} | {p} | {model[p]['launches']} | {total / n:.3f} n | {ideal[p] / n:.0f} n | "
@@ -237,7 +210,6 @@ def collect(quick: bool = False) -> list[Compiled]:
             for d in (32, 64):
                 rows += attention_rows(d, T, T, dtype, f"T95 D{d}")
                 rows += attention_rows(d, 256, 256, dtype, f"T256 D{d} (long path)")
-        rows += attention_rows_v1(D, T, dtype, "paper (T95 D128)")
     if not quick:
         rows += other_rows()
     return rows
@@ -255,16 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     import triton
 
     rows = collect(args.quick)
-    spills = sum(r.spill_stores + r.spill_loads for r in rows if r.version != "v1")
+    spills = sum(r.spill_stores + r.spill_loads for r in rows)
     header = ["# Kernel compile report (sm_90 offline)", "",
               f"device: sm_90 offline (Triton {triton.__version__}, ptxas bundled with it; torch {torch.__version__}); "
               f"commit {_git_sha()}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
               "Compiled, never run: no timings. The GPU machines run Triton 3.6, whose compiler may allocate "
               "registers differently: rerun this report there (it needs no GPU).", "",
-              "Launches per attention layer (forward + backward): v2 1 + 1 = 2 at every T; v1 1 + 3 = 4 "
-              "(1 + 1 when T ≤ its dk/dv key block).", "",
+              "Launches per attention layer (forward + backward): 1 + 1 = 2 at every T.", "",
               *traffic_table(), "",
-              f"Spilled bytes over all v2 and other kernels listed: {spills}."]
+              f"Spilled bytes over all kernels listed: {spills}."]
     text = render(rows, header)
     print(text)
     if args.out:

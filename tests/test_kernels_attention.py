@@ -322,32 +322,6 @@ def test_traffic_model_meets_the_goals_at_the_papers_shape():
     assert sum(sliced["forward"].values()) < sum(model["forward"].values())
 
 
-def test_traffic_model_of_the_first_release_matches_the_review():
-    """The same model applied to the old grids gives what the review estimated: ≈ 5.35 n and ≈ 15 n."""
-    from fastgrok.kernels import rope_attention_v1 as v1
-
-    B, H, T, D = 1024, 4, 95, 128
-    n = B * H * T * D * 2
-    old = v1.traffic(B, H, T, D, 2)
-    assert 5.3 * n <= old["forward"]["read"] + old["forward"]["write"] <= 5.4 * n
-    assert 14.5 * n <= old["backward"]["read"] + old["backward"]["write"] <= 15.5 * n
-    assert old["backward"]["launches"] == 3
-
-
-def test_first_release_kernels_still_run():
-    """Kept for one release (benchmarks' side by side): still equal to the reference."""
-    from fastgrok.backends import kernel
-
-    B, T, H, D = 2, 33, 2, 32
-    qkv = torch.randn(B, T, 3 * H * D, device=DEVICE, requires_grad=True)
-    out = kernel("attention_qkv_v1")(qkv, H, 10000.0)
-    ref = _reference_qkv(qkv, H)
-    dout = torch.randn_like(out)
-    torch.testing.assert_close(out, ref, **TOL[torch.float32])
-    torch.testing.assert_close(torch.autograd.grad(out, qkv, dout)[0], torch.autograd.grad(ref, qkv, dout)[0],
-                               **TOL[torch.float32])
-
-
 # ───────────────────────────── custom ops ─────────────────────────────
 
 
