@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .config import BACKENDS, ModelConfig
 from .data import generate_batch
-from .kernels._common import interpreter_active
+from .kernels._common import capture_launches, interpreter_active  # torch only: no triton import
 from .rope import apply_rope
 
 OPS = ("attention", "embedding", "batchgen")
@@ -126,7 +126,8 @@ def _kernel_module(module: str):
 
 
 # The module of each op's Triton kernels and launchers, for tools that inspect them (the offline sm_90
-# compile check, fastgrok.bench.sm90); the registry above is how the model and trainer get kernels.
+# compile check, fastgrok.bench.sm90, which also records the registry's fused ops' launches with
+# `capture_launches`, imported above); the registry above is how the model and trainer get kernels.
 _KERNEL_MODULES: dict[str, str] = {
     "attention": "fastgrok.kernels.rope_attention",
     "embedding": "fastgrok.kernels.embedding",

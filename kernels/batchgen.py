@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._common import FP_FUSION, check_device, interpreter_active, next_pow2, op_defined
+from ._common import FP_FUSION, check_device, interpreted, launch, next_pow2, op_defined
 
 if TYPE_CHECKING:
     from fastgrok.data import BatchSource
@@ -219,8 +219,9 @@ def batchgen_forward(
         raise ValueError(f"out must be a contiguous int64 tensor of shape {shape} on {device}")
     check_triton_version()
     seed = key - 2**64 if key >= 2**63 else key  # same 64 bits, passed as int64; tl.randint reads them as uint64
-    BLOCK_R, BLOCK_S, CHUNK = _blocks(B, S, N, distinct, interpreter_active())
-    _batchgen_kernel[(triton.cdiv(B, BLOCK_R),)](
+    BLOCK_R, BLOCK_S, CHUNK = _blocks(B, S, N, distinct, interpreted())
+    launch(
+        _batchgen_kernel, (triton.cdiv(B, BLOCK_R),),
         task_vecs, inputs, out, task_vecs if step_t is None else step_t,  # the pointer is read only if STEP_FROM_PTR
         step_int, seed, B, S, N, n_tasks, p,
         task_vecs.stride(0), task_vecs.stride(1), inputs.stride(0), inputs.stride(1), out.stride(0),
@@ -228,15 +229,6 @@ def batchgen_forward(
         BLOCK_R=BLOCK_R, BLOCK_S=BLOCK_S, CHUNK=CHUNK, enable_fp_fusion=FP_FUSION,
     )
     return out
-
-
-def report_config(B: int = 1024, S: int = 32, N: int = 512, n_var: int = 2, sampling: str = "iid"):
-    """(kernel, pointer types, scalar types, constexprs, label) of the GPU launch, for fastgrok.kernels.report."""
-    BLOCK_R, BLOCK_S, CHUNK = _blocks(B, S, N, sampling == "distinct", False)
-    pointers = {"TaskVecs": "i64", "Inputs": "i64", "Out": "i64", "StepPtr": "i64"}
-    constexprs = dict(N_VAR=n_var, SAMPLING=SAMPLINGS[sampling], STEP_FROM_PTR=True,
-                      BLOCK_R=BLOCK_R, BLOCK_S=BLOCK_S, CHUNK=CHUNK)
-    return _batchgen_kernel, pointers, {"step": "i64", "seed": "i64"}, constexprs, f"R{BLOCK_R} S{BLOCK_S} {sampling}"
 
 
 # ───────────────────────────── custom op and public entry ─────────────────────────────

@@ -104,7 +104,7 @@ def test_only_the_registry_imports_the_kernels():
 
 
 def test_kernels_import_only_torch_and_triton():
-    """kernels/ depends on torch, triton and the standard library only (report.py uses argparse & co.)."""
+    """kernels/ depends on torch, triton and the standard library only."""
     for path in (ROOT / "kernels").glob("*.py"):
         top_level = re.findall(r"^(?:from|import)\s+([\w.]+)", path.read_text(), re.M)  # TYPE_CHECKING ones are indented
         roots = {i.split(".")[0] for i in top_level if not i.startswith(".")}
