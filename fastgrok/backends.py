@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import BACKENDS, ModelConfig
-from .data import generate_batch
+from .data import BatchSource, generate_batch
 from .kernels._common import capture_launches, interpreter_active  # torch only: no triton import
 from .rope import apply_rope
 
@@ -61,7 +61,23 @@ _REGISTRY: dict[tuple[str, str], Callable | str] = {
     ("batchgen", "reference"): generate_batch,
     ("attention", "fused"): "fastgrok.kernels.rope_attention:fused_attention_qkv",
     ("embedding", "fused"): "fastgrok.kernels.embedding:embedding",
-    ("batchgen", "fused"): "fastgrok.kernels.batchgen:generate_batch_fused",
+    ("batchgen", "fused"): "fastgrok.kernels.batchgen:fused_batchgen",
+}
+
+
+def _batchgen_from_source(fused_batchgen: Callable) -> Callable:
+    """The batchgen contract, (source, step), over a kernel entry point that takes tables and ints."""
+    def generate_batch_fused(src: BatchSource, step: int | Tensor) -> Tensor:
+        """Fused `fastgrok.data.generate_batch`: token ids (B, (n_var + 1)·S) int64 on src's device, bit-identical."""
+        return fused_batchgen(src.task_vecs, src.inputs, src.p, src.batch_size, src.n_shots, src.sampling, src.key,
+                              step)
+    return generate_batch_fused
+
+
+# Kernels take tensors and ints only; where an op's contract passes more (batchgen: a data.BatchSource),
+# the lazy entry's callable is adapted to it when it is imported.
+_ADAPTERS: dict[str, Callable[[Callable], Callable]] = {
+    "fastgrok.kernels.batchgen:fused_batchgen": _batchgen_from_source,
 }
 
 
@@ -81,11 +97,14 @@ def get_op(op: str, backend: str) -> Callable:
         known = sorted(b for (o, b) in _REGISTRY if o == op)
         raise ValueError(f"op {op!r} has no backend {backend!r}; available: {', '.join(known)}")
     if isinstance(impl, str):
-        module, _, attr = impl.partition(":")
+        name = impl
+        module, _, attr = name.partition(":")
         try:
             impl = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             raise ValueError(f"the {backend} {op} op is not available here ({e})") from None
+        if name in _ADAPTERS:
+            impl = _ADAPTERS[name](impl)
         if op == "attention" and not getattr(impl, "supports_q_slice", False):
             raise ValueError(f"the {backend} attention op {module}:{attr} does not take q_slice")
         _REGISTRY[(op, backend)] = impl

@@ -28,7 +28,6 @@ _LAZY = {  # attribute → submodule defining it
     "fused_attention_qkv": "rope_attention",
     "rope_attn_forward": "rope_attention",
     "rope_attn_backward": "rope_attention",
-    "RopeAttention": "rope_attention",
     "embedding_forward": "embedding",
     "embedding_backward": "embedding",
     "Embedding": "embedding",

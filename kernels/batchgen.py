@@ -9,13 +9,13 @@ kernel, and reads `step` from device memory when it is a tensor, so a CUDA graph
 can be replayed for every step.
 
 Layers: `_batchgen_kernel` → launcher `batchgen_forward` (validate, allocate, launch) → custom
-op "fastgrok::batchgen" (opaque to torch.compile) → `generate_batch_fused(src, step)`, the
-registry's "fused" batchgen with the signature of `fastgrok.data.generate_batch`.
+op "fastgrok::batchgen" (opaque to torch.compile) → `fused_batchgen(task_vecs, inputs, p,
+batch_size, n_shots, sampling, key, step)`, tensors and ints only; fastgrok.backends adapts it to
+the registry's batchgen contract, `fastgrok.data.generate_batch`'s (source, step).
 """
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING
 
 import torch
 import triton
@@ -23,9 +23,6 @@ import triton.language as tl
 from torch import Tensor
 
 from ._common import FP_FUSION, check_device, interpreted, launch, next_pow2, op_defined
-
-if TYPE_CHECKING:
-    from fastgrok.data import BatchSource
 
 SAMPLINGS = {"iid": 0, "paper": 1, "distinct": 2}
 #: "distinct" packs (u, q) as u · 2^QBITS + q in an int64, so it supports N ≤ 2^QBITS points.
@@ -259,12 +256,12 @@ def _register_op() -> None:
 _register_op()
 
 
-def generate_batch_fused(src: BatchSource, step: int | Tensor) -> Tensor:
-    """Fused `fastgrok.data.generate_batch`: token ids (B, (n_var + 1)·S) int64 on src's device, bit-identical."""
-    key = src.key
+def fused_batchgen(task_vecs: Tensor, inputs: Tensor, p: int, batch_size: int, n_shots: int, sampling: str,
+                   key: int, step: int | Tensor) -> Tensor:
+    """`batchgen_forward` through the custom op (compiles fullgraph; CUDA-graph safe with a tensor step):
+    token ids (B, (n_var + 1)·S) int64 on the tables' device, bit-identical to fastgrok.data.generate_batch."""
     if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < 2**63:
         # the custom op carries the key as a signed int64; the launcher itself takes [0, 2^64) (and says why not)
-        return batchgen_forward(src.task_vecs, src.inputs, src.p, src.batch_size, src.n_shots, src.sampling, key, step)
-    step_t, step_i = (step, 0) if isinstance(step, Tensor) else _split_step(step, src.task_vecs.device)
-    return torch.ops.fastgrok.batchgen(src.task_vecs, src.inputs, step_t, step_i, src.p, src.batch_size,
-                                       src.n_shots, src.sampling, key)
+        return batchgen_forward(task_vecs, inputs, p, batch_size, n_shots, sampling, key, step)
+    step_t, step_i = (step, 0) if isinstance(step, Tensor) else _split_step(step, task_vecs.device)
+    return torch.ops.fastgrok.batchgen(task_vecs, inputs, step_t, step_i, p, batch_size, n_shots, sampling, key)

@@ -195,6 +195,13 @@ def test_package_import_does_not_import_triton():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
 
 
+def test_package_exports_exist():
+    """Every name fastgrok.kernels lists (its lazy ones included) resolves."""
+    import fastgrok.kernels as k
+
+    assert all(callable(getattr(k, name)) for name in k.__all__)
+
+
 # ───────────────────────────── GPU ─────────────────────────────
 
 
