@@ -30,6 +30,13 @@ from .rope import apply_rope
 OPS = ("attention", "embedding", "batchgen")
 
 
+def split_qkv(qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v (B, H, T, D) views of the fused projection qkv (B, T, 3C): [q | k | v], heads inside each."""
+    B, T, C3 = qkv.shape
+    q, k, v = qkv.view(B, T, 3, n_head, C3 // (3 * n_head)).unbind(2)  # (B, T, H, D) each
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D) each
+
+
 def attention_reference(qkv: Tensor, n_head: int, theta: float, q_slice: slice | None = None) -> Tensor:
     """Split the fused projection, RoPE on q and k, causal SDPA: (B, T, 3C) → (B, T, C).
 
@@ -37,8 +44,7 @@ def attention_reference(qkv: Tensor, n_head: int, theta: float, q_slice: slice |
     last block needs outputs only where the loss is taken."""
     B, T, C3 = qkv.shape
     C = C3 // 3
-    q, k, v = qkv.view(B, T, 3, n_head, C // n_head).unbind(2)  # (B, T, H, D) each
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+    q, k, v = split_qkv(qkv, n_head)  # (B, H, T, D) each
     k = apply_rope(k, theta)
     if q_slice is None:
         y = F.scaled_dot_product_attention(apply_rope(q, theta), k, v, is_causal=True)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastgrok.backends import attention_reference
+from fastgrok.backends import attention_reference, split_qkv
 from fastgrok.kernels.embedding import embedding
 from fastgrok.kernels.rope_attention import (
     fused_attention_qkv,
@@ -40,8 +40,7 @@ def _heads(B: int, H: int, T: int, D: int, dtype: torch.dtype, layout: str = "qk
     """Leaf q, k, v (B, H, T, D) in a layout the kernel must accept."""
     if layout == "qkv":  # the model's: strided views of one fused projection (B, T, 3·H·D)
         qkv = torch.randn(B, T, 3 * H * D, dtype=dtype, device=device)
-        qkv_ = qkv.view(B, T, 3, H, D).unbind(2)  # (B, T, H, D) each
-        heads = [t.transpose(1, 2) for t in qkv_]  # (B, H, T, D) each
+        heads = list(split_qkv(qkv, H))  # (B, H, T, D) each
     elif layout == "contiguous":
         heads = [torch.randn(B, H, T, D, dtype=dtype, device=device) for _ in range(3)]
     elif layout == "padded":  # rows further apart than D, heads in the outer dim
@@ -161,7 +160,7 @@ def test_launchers_write_every_element(T):
 
 def _reference_qkv(qkv: torch.Tensor, n_head: int, theta: float = 10000.0) -> torch.Tensor:
     B, T, C3 = qkv.shape
-    q, k, v = (t.transpose(1, 2) for t in qkv.view(B, T, 3, n_head, C3 // (3 * n_head)).unbind(2))  # (B, H, T, D)
+    q, k, v = split_qkv(qkv, n_head)  # (B, H, T, D) each
     return rope_attention_reference(q, k, v, theta).transpose(1, 2).reshape(B, T, C3 // 3)  # (B, T, C)
 
 
