@@ -24,7 +24,8 @@ from torch import Tensor
 
 from .config import BACKENDS, ModelConfig
 from .data import BatchSource, generate_batch
-from .kernels._common import capture_launches, interpreter_active  # torch only: no triton import
+# torch only, no triton; capture_launches is re-exported for fastgrok.bench.sm90
+from .kernels._common import capture_launches, interpreter_active  # noqa: F401
 from .rope import apply_rope
 
 OPS = ("attention", "embedding", "batchgen")
