@@ -13,7 +13,7 @@
 #    rich, pytest, pytest-benchmark; fastgrok itself with --no-deps -e.
 # 2. Runs the whole test suite under Triton's interpreter with that pair.
 # 3. Compiles every kernel configuration the paper presets, benchmarks and GPU tests launch for sm_90
-#    offline (`fastgrok bench sm90`: triton.compile with GPUTarget("cuda", 90, 64), ptxas's report) and
+#    offline (`fastgrok bench sm90`: triton.compile with GPUTarget("cuda", 90, 32), ptxas's report) and
 #    appends registers / spill bytes / shared bytes to OUT_DIR/sm90.csv (default bench_results).
 # Exit status: the number of steps that failed.
 set -u

@@ -23,11 +23,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import BACKENDS, ModelConfig
-from .data import generate_batch
-from .kernels._common import interpreter_active
+from .data import BatchSource, generate_batch
+# torch only, no triton; capture_launches is re-exported for fastgrok.bench.sm90
+from .kernels._common import capture_launches, interpreter_active  # noqa: F401
 from .rope import apply_rope
 
 OPS = ("attention", "embedding", "batchgen")
+
+
+def split_qkv(qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v (B, H, T, D) views of the fused projection qkv (B, T, 3C): [q | k | v], heads inside each."""
+    B, T, C3 = qkv.shape
+    q, k, v = qkv.view(B, T, 3, n_head, C3 // (3 * n_head)).unbind(2)  # (B, T, H, D) each
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D) each
 
 
 def attention_reference(qkv: Tensor, n_head: int, theta: float, q_slice: slice | None = None) -> Tensor:
@@ -37,8 +45,7 @@ def attention_reference(qkv: Tensor, n_head: int, theta: float, q_slice: slice |
     last block needs outputs only where the loss is taken."""
     B, T, C3 = qkv.shape
     C = C3 // 3
-    q, k, v = qkv.view(B, T, 3, n_head, C // n_head).unbind(2)  # (B, T, H, D) each
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+    q, k, v = split_qkv(qkv, n_head)  # (B, H, T, D) each
     k = apply_rope(k, theta)
     if q_slice is None:
         y = F.scaled_dot_product_attention(apply_rope(q, theta), k, v, is_causal=True)
@@ -61,7 +68,23 @@ _REGISTRY: dict[tuple[str, str], Callable | str] = {
     ("batchgen", "reference"): generate_batch,
     ("attention", "fused"): "fastgrok.kernels.rope_attention:fused_attention_qkv",
     ("embedding", "fused"): "fastgrok.kernels.embedding:embedding",
-    ("batchgen", "fused"): "fastgrok.kernels.batchgen:generate_batch_fused",
+    ("batchgen", "fused"): "fastgrok.kernels.batchgen:fused_batchgen",
+}
+
+
+def _batchgen_from_source(fused_batchgen: Callable) -> Callable:
+    """The batchgen contract, (source, step), over a kernel entry point that takes tables and ints."""
+    def generate_batch_fused(src: BatchSource, step: int | Tensor) -> Tensor:
+        """Fused `fastgrok.data.generate_batch`: token ids (B, (n_var + 1)·S) int64 on src's device, bit-identical."""
+        return fused_batchgen(src.task_vecs, src.inputs, src.p, src.batch_size, src.n_shots, src.sampling, src.key,
+                              step)
+    return generate_batch_fused
+
+
+# Kernels take tensors and ints only; where an op's contract passes more (batchgen: a data.BatchSource),
+# the lazy entry's callable is adapted to it when it is imported.
+_ADAPTERS: dict[str, Callable[[Callable], Callable]] = {
+    "fastgrok.kernels.batchgen:fused_batchgen": _batchgen_from_source,
 }
 
 
@@ -81,11 +104,14 @@ def get_op(op: str, backend: str) -> Callable:
         known = sorted(b for (o, b) in _REGISTRY if o == op)
         raise ValueError(f"op {op!r} has no backend {backend!r}; available: {', '.join(known)}")
     if isinstance(impl, str):
-        module, _, attr = impl.partition(":")
+        name = impl
+        module, _, attr = name.partition(":")
         try:
             impl = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             raise ValueError(f"the {backend} {op} op is not available here ({e})") from None
+        if name in _ADAPTERS:
+            impl = _ADAPTERS[name](impl)
         if op == "attention" and not getattr(impl, "supports_q_slice", False):
             raise ValueError(f"the {backend} attention op {module}:{attr} does not take q_slice")
         _REGISTRY[(op, backend)] = impl
@@ -96,11 +122,8 @@ def get_op(op: str, backend: str) -> Callable:
 _KERNELS: dict[str, str] = {
     "rope_attention": "fastgrok.kernels.rope_attention:rope_attention",
     "attention_qkv": "fastgrok.kernels.rope_attention:fused_attention_qkv",
-    # the first release's attention kernels, kept for one release for the benchmarks' side-by-side only
-    "attention_qkv_v1": "fastgrok.kernels.rope_attention_v1:fused_attention_qkv",
     # modelled DRAM bytes per launch, for the benchmarks' GB/s
     "attention_traffic": "fastgrok.kernels.rope_attention:traffic",
-    "attention_traffic_v1": "fastgrok.kernels.rope_attention_v1:traffic",
     "embedding": "fastgrok.kernels.embedding:embedding",
 }
 
@@ -129,7 +152,8 @@ def _kernel_module(module: str):
 
 
 # The module of each op's Triton kernels and launchers, for tools that inspect them (the offline sm_90
-# compile check, fastgrok.bench.sm90); the registry above is how the model and trainer get kernels.
+# compile check, fastgrok.bench.sm90, which also records the registry's fused ops' launches with
+# `capture_launches`, imported above); the registry above is how the model and trainer get kernels.
 _KERNEL_MODULES: dict[str, str] = {
     "attention": "fastgrok.kernels.rope_attention",
     "embedding": "fastgrok.kernels.embedding",

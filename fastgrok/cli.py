@@ -113,7 +113,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     opts = SweepOptions(engine=args.engine, jobs=jobs, retry_failed=args.retry_failed,
                         stop_when_settled=sweep.stop_when_settled, partition=args.partition,
                         gpus_per_job=args.gpus_per_job, time=args.time, array_parallelism=args.array_parallelism,
-                        plots=not args.no_plots, quiet=args.quiet)
+                        plots=not args.no_plots)
     final = run_sweep(sweep, opts, log=(lambda _: None) if args.quiet else lambda m: print(m, flush=True))
     print_status(sweep)
     failed = [n for n, s in final.items() if s == "failed"]

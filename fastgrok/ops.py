@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backends import attention_reference, fused_head_dims, kernel, kernels_run_on
+from .backends import attention_reference, fused_head_dims, kernel, kernels_run_on, split_qkv
 from .rope import apply_rope, rope_attention_reference
 
 _warned: set[str] = set()
@@ -147,9 +147,7 @@ class PatchedAttention(nn.Module):
         y = self.o(attention_qkv(qkv, self.n_head, self.theta, fallback=self.fallback))  # (B, T, C)
         if not self.returns_qkv:
             return y
-        B, T, C3 = qkv.shape
-        q, k, v = qkv.view(B, T, 3, self.n_head, C3 // (3 * self.n_head)).unbind(2)  # (B, T, H, D) each
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        q, k, v = split_qkv(qkv, self.n_head)  # (B, H, T, D) each
         return y, (apply_rope(q, self.theta), apply_rope(k, self.theta), v)
 
 
@@ -256,9 +254,7 @@ def _probe(m: nn.Module, n_head: int, theta: float) -> tuple[str | None, bool]:
     if not _close(out, want):
         return "differs from causal interleaved-RoPE attention on the equivalence probe", False
     if returns_qkv:
-        B, T, _ = x.shape
-        q, k, v = qkv.view(B, T, 3, n_head, C // n_head).unbind(2)  # (B, T, H, D) each
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        q, k, v = split_qkv(qkv, n_head)  # (B, H, T, D) each
         if not all(_close(a, b) for a, b in zip(aux, (apply_rope(q, theta), apply_rope(k, theta), v))):
             return "the (q, k, v) it returns are not the RoPE-rotated q, k and v", False
     return None, returns_qkv

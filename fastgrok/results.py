@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .sweep import Sweep, failure_reason, format_value, point_name, point_status, read_attempts
+from .sweep import Sweep, failure_reason, format_value, point_name, point_status, read_attempts, read_json
 
 SETS = ("train", "id_test", "ood_train", "ood_test")
 PHASE_ORDER = ("id_memorization", "id_generalization", "ood_memorization", "ood_generalization")
@@ -51,13 +51,6 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def best_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The evaluation with the best o.o.d.-test accuracy (the first such: best.pt keeps the first)."""
     best = None
@@ -70,8 +63,8 @@ def best_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 def run_row(run_dir: Path) -> dict[str, Any]:
     """Metrics of one run folder: steps, time, final and best-o.o.d. accuracies, phases, first step of each phase."""
     history = read_history(run_dir)
-    summary = _read_json(run_dir / "summary.json") or {}
-    cfg = _read_json(run_dir / "config.json") or {}
+    summary = read_json(run_dir / "summary.json") or {}
+    cfg = read_json(run_dir / "config.json") or {}
     last, best = (history[-1] if history else None), best_record(history)
     row: dict[str, Any] = {
         "steps": last["step"] if last else 0,
@@ -111,7 +104,7 @@ def sweep_rows(sweep: Sweep, slurm: bool = True) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"name": name, **point, "status": status,
                                "reason": failure_reason(sweep.root, name) if status == "failed" else None}
         row.update(run_row(run_dir))
-        summary = _read_json(run_dir / "summary.json") or {}
+        summary = read_json(run_dir / "summary.json") or {}
         row["wall_s"] = round(wall, 2) if attempts else summary.get("wall_s")
         row["steps_per_s"] = summary.get("steps_per_s")
         row["attempts"] = len(attempts)

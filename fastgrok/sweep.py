@@ -204,7 +204,8 @@ def config_and_grid_from_toml(path: str | Path, overrides: dict[str, Any]) -> tu
 
 
 # ---- a point's state in the folder -----------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None where it is missing, unreadable or half written."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -220,7 +221,7 @@ def owner(run_dir: Path) -> int | None:
 def point_status(root: Path, name: str) -> str:
     """done | stopped (settled early) | failed | running | interrupted (a checkpoint, no worker) | pending."""
     run = root / "runs" / name
-    summary = _read_json(run / "summary.json")
+    summary = read_json(run / "summary.json")
     if summary is not None:
         return "stopped" if summary.get("stopped_early") else "done"
     if (root / "state" / f"{name}.failed.json").is_file():
@@ -236,7 +237,7 @@ FINISHED = ("done", "stopped")
 
 
 def failure_reason(root: Path, name: str) -> str | None:
-    rec = _read_json(root / "state" / f"{name}.failed.json")
+    rec = read_json(root / "state" / f"{name}.failed.json")
     return rec.get("reason") if rec else None
 
 
@@ -364,7 +365,6 @@ class SweepOptions:
     time: str = "6:00:00"
     array_parallelism: int | None = None
     plots: bool = True
-    quiet: bool = False
     engine_args: dict[str, Any] = field(default_factory=dict)
 
 

@@ -14,27 +14,26 @@ Kernels run on CUDA, or on CPU under Triton's interpreter (TRITON_INTERPRET=1 se
 is imported). Each launch is also wrapped in a `torch.library.custom_op` ("fastgrok::…") so
 `torch.compile(fullgraph=True)` sees one opaque op instead of a graph break.
 
-`python -m fastgrok.kernels.report` compiles every kernel at its GPU tiles for sm_90 without a GPU
-and lists registers, spills, shared memory and the modelled DRAM traffic (`traffic` beside each
-attention kernel). `rope_attention_v1` holds the first release's attention kernels, kept for one
-release so the benchmarks (provider "fused-v1") can measure old against new.
+`capture_launches()` records the launches the launchers would make on a GPU instead of running them;
+`python -m fastgrok.bench.sm90` uses it to compile every kernel at its GPU tiles for sm_90 without a
+GPU and lists registers, spills, shared memory and the modelled DRAM traffic (`traffic` beside the
+attention kernel).
 """
 from importlib import import_module
 from typing import Any
 
-from ._common import check_device, interpreter_active
+from ._common import Launch, capture_launches, check_device, interpreter_active
 
 _LAZY = {  # attribute → submodule defining it
     "fused_attention_qkv": "rope_attention",
     "rope_attn_forward": "rope_attention",
     "rope_attn_backward": "rope_attention",
-    "RopeAttention": "rope_attention",
     "embedding_forward": "embedding",
     "embedding_backward": "embedding",
     "Embedding": "embedding",
 }
 
-__all__ = ["check_device", "interpreter_active", *_LAZY]
+__all__ = ["Launch", "capture_launches", "check_device", "interpreter_active", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

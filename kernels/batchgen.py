@@ -9,23 +9,20 @@ kernel, and reads `step` from device memory when it is a tensor, so a CUDA graph
 can be replayed for every step.
 
 Layers: `_batchgen_kernel` → launcher `batchgen_forward` (validate, allocate, launch) → custom
-op "fastgrok::batchgen" (opaque to torch.compile) → `generate_batch_fused(src, step)`, the
-registry's "fused" batchgen with the signature of `fastgrok.data.generate_batch`.
+op "fastgrok::batchgen" (opaque to torch.compile) → `fused_batchgen(task_vecs, inputs, p,
+batch_size, n_shots, sampling, key, step)`, tensors and ints only; fastgrok.backends adapts it to
+the registry's batchgen contract, `fastgrok.data.generate_batch`'s (source, step).
 """
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._common import FP_FUSION, check_device, interpreter_active, next_pow2, op_defined
-
-if TYPE_CHECKING:
-    from fastgrok.data import BatchSource
+from ._common import FP_FUSION, check_device, interpreted, launch, next_pow2, op_defined
 
 SAMPLINGS = {"iid": 0, "paper": 1, "distinct": 2}
 #: "distinct" packs (u, q) as u · 2^QBITS + q in an int64, so it supports N ≤ 2^QBITS points.
@@ -219,8 +216,9 @@ def batchgen_forward(
         raise ValueError(f"out must be a contiguous int64 tensor of shape {shape} on {device}")
     check_triton_version()
     seed = key - 2**64 if key >= 2**63 else key  # same 64 bits, passed as int64; tl.randint reads them as uint64
-    BLOCK_R, BLOCK_S, CHUNK = _blocks(B, S, N, distinct, interpreter_active())
-    _batchgen_kernel[(triton.cdiv(B, BLOCK_R),)](
+    BLOCK_R, BLOCK_S, CHUNK = _blocks(B, S, N, distinct, interpreted())
+    launch(
+        _batchgen_kernel, (triton.cdiv(B, BLOCK_R),),
         task_vecs, inputs, out, task_vecs if step_t is None else step_t,  # the pointer is read only if STEP_FROM_PTR
         step_int, seed, B, S, N, n_tasks, p,
         task_vecs.stride(0), task_vecs.stride(1), inputs.stride(0), inputs.stride(1), out.stride(0),
@@ -228,15 +226,6 @@ def batchgen_forward(
         BLOCK_R=BLOCK_R, BLOCK_S=BLOCK_S, CHUNK=CHUNK, enable_fp_fusion=FP_FUSION,
     )
     return out
-
-
-def report_config(B: int = 1024, S: int = 32, N: int = 512, n_var: int = 2, sampling: str = "iid"):
-    """(kernel, pointer types, scalar types, constexprs, label) of the GPU launch, for fastgrok.kernels.report."""
-    BLOCK_R, BLOCK_S, CHUNK = _blocks(B, S, N, sampling == "distinct", False)
-    pointers = {"TaskVecs": "i64", "Inputs": "i64", "Out": "i64", "StepPtr": "i64"}
-    constexprs = dict(N_VAR=n_var, SAMPLING=SAMPLINGS[sampling], STEP_FROM_PTR=True,
-                      BLOCK_R=BLOCK_R, BLOCK_S=BLOCK_S, CHUNK=CHUNK)
-    return _batchgen_kernel, pointers, {"step": "i64", "seed": "i64"}, constexprs, f"R{BLOCK_R} S{BLOCK_S} {sampling}"
 
 
 # ───────────────────────────── custom op and public entry ─────────────────────────────
@@ -267,12 +256,12 @@ def _register_op() -> None:
 _register_op()
 
 
-def generate_batch_fused(src: BatchSource, step: int | Tensor) -> Tensor:
-    """Fused `fastgrok.data.generate_batch`: token ids (B, (n_var + 1)·S) int64 on src's device, bit-identical."""
-    key = src.key
+def fused_batchgen(task_vecs: Tensor, inputs: Tensor, p: int, batch_size: int, n_shots: int, sampling: str,
+                   key: int, step: int | Tensor) -> Tensor:
+    """`batchgen_forward` through the custom op (compiles fullgraph; CUDA-graph safe with a tensor step):
+    token ids (B, (n_var + 1)·S) int64 on the tables' device, bit-identical to fastgrok.data.generate_batch."""
     if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < 2**63:
         # the custom op carries the key as a signed int64; the launcher itself takes [0, 2^64) (and says why not)
-        return batchgen_forward(src.task_vecs, src.inputs, src.p, src.batch_size, src.n_shots, src.sampling, key, step)
-    step_t, step_i = (step, 0) if isinstance(step, Tensor) else _split_step(step, src.task_vecs.device)
-    return torch.ops.fastgrok.batchgen(src.task_vecs, src.inputs, step_t, step_i, src.p, src.batch_size,
-                                       src.n_shots, src.sampling, key)
+        return batchgen_forward(task_vecs, inputs, p, batch_size, n_shots, sampling, key, step)
+    step_t, step_i = (step, 0) if isinstance(step, Tensor) else _split_step(step, task_vecs.device)
+    return torch.ops.fastgrok.batchgen(task_vecs, inputs, step_t, step_i, p, batch_size, n_shots, sampling, key)

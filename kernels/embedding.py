@@ -11,14 +11,23 @@ Layers: kernels → launchers (`embedding_forward`, `embedding_backward`) → cu
 "fastgrok::embedding_fwd" / "fastgrok::embedding_bwd" (opaque to torch.compile) →
 `Embedding` (autograd over the two ops; Dynamo traces it, so fullgraph compiles) → `embedding`.
 """
-import functools
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._common import FP_FUSION, check_device, check_float_dtype, dot_precision, interpreter_active, next_pow2, op_defined
+from ._common import (
+    FP_FUSION,
+    check_device,
+    check_float_dtype,
+    dot_precision,
+    interpreted,
+    launch,
+    next_pow2,
+    on_gpu,
+    op_defined,
+    sm_count,
+)
 
 INDEX_DTYPES = (torch.int64, torch.int32)
 BLOCK_V_MAX = 64
@@ -109,11 +118,6 @@ def _embedding_bwd_reduce_kernel(Part, DW, n_splits, numel, stride_ps, BLOCK: tl
 # ───────────────────────────── launchers ─────────────────────────────
 
 
-@functools.lru_cache(maxsize=8)
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def _check_idx(idx: Tensor) -> None:
     if not isinstance(idx, Tensor):
         raise TypeError(f"idx must be a torch.Tensor, got {type(idx).__name__}")
@@ -149,7 +153,7 @@ def _bwd_blocks(
         BLOCK_N, BLOCK_C = GPU_BWD_BLOCKS[0], min(GPU_BWD_BLOCKS[1], max(16, next_pow2(C)))
         if n_splits is None:  # ≈ 4 programs per SM, each summing ≥ 8 token blocks
             tiles = triton.cdiv(C, BLOCK_C) * triton.cdiv(V, BLOCK_V)
-            n_splits = min(triton.cdiv(4 * _sm_count(device), tiles), triton.cdiv(N, 8 * BLOCK_N))
+            n_splits = min(triton.cdiv(4 * sm_count(device), tiles), triton.cdiv(N, 8 * BLOCK_N))
     return BLOCK_V, BLOCK_N, BLOCK_C, triton.cdiv(triton.cdiv(N, n_splits), BLOCK_N) * BLOCK_N
 
 
@@ -182,9 +186,10 @@ def embedding_forward(idx: Tensor, weight: Tensor, *, out: Tensor | None = None,
     if N == 0 or C == 0:
         return out
     flat = idx.reshape(N)  # (N,)
-    BLOCK_N, BLOCK_C = _fwd_blocks(N, C, interpreter_active())
+    BLOCK_N, BLOCK_C = _fwd_blocks(N, C, interpreted())
     grid = (triton.cdiv(N, BLOCK_N), triton.cdiv(C, BLOCK_C))
-    _embedding_fwd_kernel[grid](
+    launch(
+        _embedding_fwd_kernel, grid,
         flat, weight, out, N, V, C, weight.stride(0), C,
         BLOCK_N=BLOCK_N, BLOCK_C=BLOCK_C, enable_fp_fusion=FP_FUSION,
     )
@@ -227,25 +232,26 @@ def embedding_backward(
     if g.stride(1) != 1:
         g = g.contiguous()
     flat = idx.reshape(N)  # (N,)
-    if input_precision is None and dout.dtype == torch.float32 and dout.is_cuda:
+    if input_precision is None and dout.dtype == torch.float32 and on_gpu(dout):
         input_precision = GPU_BWD_PRECISION
     precision = dot_precision(dout.dtype, input_precision)
     if n_splits is not None and (isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1):
         raise ValueError(f"n_splits={n_splits!r}; it must be a positive int or None")
-    BLOCK_V, BLOCK_N, BLOCK_C, tokens_per_split = _bwd_blocks(N, V, C, n_splits, interpreter_active(), dout.device)
+    BLOCK_V, BLOCK_N, BLOCK_C, tokens_per_split = _bwd_blocks(N, V, C, n_splits, interpreted(), dout.device)
     n_splits = triton.cdiv(N, tokens_per_split)
     part = dweight if n_splits == 1 else torch.empty(n_splits, V, C, dtype=torch.float32, device=dout.device)
     grid = (triton.cdiv(C, BLOCK_C), triton.cdiv(V, BLOCK_V), n_splits)
-    _embedding_bwd_kernel[grid](
+    launch(
+        _embedding_bwd_kernel, grid,
         flat, g, part, N, V, C, tokens_per_split,
         g.stride(0), V * C, C,
         BLOCK_V=BLOCK_V, BLOCK_N=BLOCK_N, BLOCK_C=BLOCK_C,
-        INPUT_PRECISION=precision, UPCAST=interpreter_active(), enable_fp_fusion=FP_FUSION,
+        INPUT_PRECISION=precision, UPCAST=interpreted(), enable_fp_fusion=FP_FUSION,
     )
     if n_splits > 1:
         BLOCK = 1024
-        _embedding_bwd_reduce_kernel[(triton.cdiv(V * C, BLOCK),)](part, dweight, n_splits, V * C, V * C, BLOCK=BLOCK,
-                                                                   enable_fp_fusion=FP_FUSION)
+        launch(_embedding_bwd_reduce_kernel, (triton.cdiv(V * C, BLOCK),), part, dweight, n_splits, V * C, V * C,
+               BLOCK=BLOCK, enable_fp_fusion=FP_FUSION)
     return dweight
 
 

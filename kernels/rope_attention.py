@@ -18,7 +18,7 @@ Shaped for memory-bound short sequences (the paper: T = 95, D = 128), two launch
   all rows, so nothing spills, nothing is atomic and the result is deterministic. Longer
   sequences split the same two passes over adjacent programs of one launch (key blocks, then
   query blocks, of one head).
-`traffic(...)` models the DRAM bytes each launch moves (see fastgrok.kernels.report).
+`traffic(...)` models the DRAM bytes each launch moves (see fastgrok.bench.sm90).
 
 Layers: kernels → launchers (`rope_attn_forward`, `rope_attn_backward`) → custom ops
 "fastgrok::rope_attn_fwd"/"rope_attn_bwd" (fused qkv projection) and
@@ -38,7 +38,8 @@ from ._common import (
     check_device,
     check_float_dtype,
     dot_precision,
-    interpreter_active,
+    interpreted,
+    launch,
     next_pow2,
     op_defined,
 )
@@ -326,7 +327,7 @@ def _rope_attn_bwd_kernel(
 
 # GPU tiles per (head_dim, bytes per element): forward (BLOCK_M, BLOCK_N, num_warps, num_stages),
 # backward (BLOCK_M, BLOCK_N, BLOCK_M2, BLOCK_N2, num_warps, num_stages) — dK/dV pass, then dQ
-# pass. Picked with `python -m fastgrok.kernels.report` (offline sm_90 compiles: no spills, shared
+# pass. Picked with `python -m fastgrok.bench.sm90` (offline sm_90 compiles: no spills, shared
 # memory within the H100's 227 KiB); unmeasured on GPU. The forward's BLOCK_M is capped by the
 # query count, so for T ≤ 128 one query block covers the head.
 _GPU_TILES = {
@@ -470,9 +471,10 @@ def rope_attn_forward(
     if out.numel() == 0:
         return out, lse
     cos, sin = _rope_table(T, D, theta, q.device)
-    BLOCK_M, BLOCK_N, warps, stages = block_config(T, TQ, D, q.element_size(), interpreter_active())["fwd"]
+    BLOCK_M, BLOCK_N, warps, stages = block_config(T, TQ, D, q.element_size(), interpreted())["fwd"]
     n_blocks = triton.cdiv(TQ, BLOCK_M)
-    _rope_attn_fwd_kernel[(B * H * n_blocks,)](
+    launch(
+        _rope_attn_fwd_kernel, (B * H * n_blocks,),
         q, k, v, cos, sin, out, lse,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
@@ -481,7 +483,7 @@ def rope_attn_forward(
         lse.stride(0), lse.stride(1),
         H, T, TQ, q_start, q_step, n_blocks, LOG2E / math.sqrt(D),
         HEAD_DIM=D, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-        INPUT_PRECISION=precision, UPCAST=interpreter_active(),
+        INPUT_PRECISION=precision, UPCAST=interpreted(),
         num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
     )
     return out, lse
@@ -515,12 +517,13 @@ def rope_attn_backward(
     if TQ == 0:  # nothing queried: no gradient reaches q, k or v
         return dq.zero_(), dk.zero_(), dv.zero_()
     cos, sin = _rope_table(T, D, theta, q.device)
-    BM, BN, BM2, BN2, warps, stages = block_config(T, TQ, D, q.element_size(), interpreter_active())["bwd"]
+    BM, BN, BM2, BN2, warps, stages = block_config(T, TQ, D, q.element_size(), interpreted())["bwd"]
     one_program = T <= ONE_PROGRAM_MAX_T
     n_kblocks, n_qblocks = triton.cdiv(T, BN), triton.cdiv(TQ, BM2)
     programs = B * H * (1 if one_program else n_kblocks + n_qblocks)
     sm_scale = 1.0 / math.sqrt(D)
-    _rope_attn_bwd_kernel[(programs,)](
+    launch(
+        _rope_attn_bwd_kernel, (programs,),
         q, k, v, cos, sin, out, do, lse, dq, dk, dv,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
@@ -534,7 +537,7 @@ def rope_attn_backward(
         H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, sm_scale * LOG2E,
         HEAD_DIM=D, BLOCK_M=BM, BLOCK_N=BN, BLOCK_M2=BM2, BLOCK_N2=BN2,
         ONE_PROGRAM=one_program, SLICED=TQ != T,
-        INPUT_PRECISION=precision, UPCAST=interpreter_active(),
+        INPUT_PRECISION=precision, UPCAST=interpreted(),
         num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
     )
     return dq, dk, dv

@@ -6,6 +6,7 @@ the base interpreter (`--system-site-packages` would lend the *base* interpreter
 fresh machine hold no torch). A path in a .pth file is added as it is: .pth files inside it (an editable
 install of this checkout) are not run, so fastgrok itself comes only from what the test installs.
 """
+import ast
 import json
 import re
 import site
@@ -104,8 +105,11 @@ def test_only_the_registry_imports_the_kernels():
 
 
 def test_kernels_import_only_torch_and_triton():
-    """kernels/ depends on torch, triton and the standard library only (report.py uses argparse & co.)."""
+    """kernels/ depends on torch, triton and the standard library only: every import, those inside
+    functions and `if TYPE_CHECKING:` included (a kernel takes tensors and ints, never fastgrok's types)."""
     for path in (ROOT / "kernels").glob("*.py"):
-        top_level = re.findall(r"^(?:from|import)\s+([\w.]+)", path.read_text(), re.M)  # TYPE_CHECKING ones are indented
-        roots = {i.split(".")[0] for i in top_level if not i.startswith(".")}
+        nodes = list(ast.walk(ast.parse(path.read_text())))
+        names = [a.name for n in nodes if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.level == 0]
+        roots = {i.split(".")[0] for i in names}
         assert roots <= {"torch", "triton"} | set(sys.stdlib_module_names), (path.name, roots)

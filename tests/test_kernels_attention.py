@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastgrok.backends import attention_reference
+from fastgrok.backends import attention_reference, split_qkv
 from fastgrok.kernels.embedding import embedding
 from fastgrok.kernels.rope_attention import (
     fused_attention_qkv,
@@ -40,8 +40,7 @@ def _heads(B: int, H: int, T: int, D: int, dtype: torch.dtype, layout: str = "qk
     """Leaf q, k, v (B, H, T, D) in a layout the kernel must accept."""
     if layout == "qkv":  # the model's: strided views of one fused projection (B, T, 3·H·D)
         qkv = torch.randn(B, T, 3 * H * D, dtype=dtype, device=device)
-        qkv_ = qkv.view(B, T, 3, H, D).unbind(2)  # (B, T, H, D) each
-        heads = [t.transpose(1, 2) for t in qkv_]  # (B, H, T, D) each
+        heads = list(split_qkv(qkv, H))  # (B, H, T, D) each
     elif layout == "contiguous":
         heads = [torch.randn(B, H, T, D, dtype=dtype, device=device) for _ in range(3)]
     elif layout == "padded":  # rows further apart than D, heads in the outer dim
@@ -161,7 +160,7 @@ def test_launchers_write_every_element(T):
 
 def _reference_qkv(qkv: torch.Tensor, n_head: int, theta: float = 10000.0) -> torch.Tensor:
     B, T, C3 = qkv.shape
-    q, k, v = (t.transpose(1, 2) for t in qkv.view(B, T, 3, n_head, C3 // (3 * n_head)).unbind(2))  # (B, H, T, D)
+    q, k, v = split_qkv(qkv, n_head)  # (B, H, T, D) each
     return rope_attention_reference(q, k, v, theta).transpose(1, 2).reshape(B, T, C3 // 3)  # (B, T, C)
 
 
@@ -320,32 +319,6 @@ def test_traffic_model_meets_the_goals_at_the_papers_shape():
     assert model["forward"]["launches"] + model["backward"]["launches"] == 2
     sliced = traffic(B, H, T, D, 2, 32)  # the last block reads and writes less
     assert sum(sliced["forward"].values()) < sum(model["forward"].values())
-
-
-def test_traffic_model_of_the_first_release_matches_the_review():
-    """The same model applied to the old grids gives what the review estimated: ≈ 5.35 n and ≈ 15 n."""
-    from fastgrok.kernels import rope_attention_v1 as v1
-
-    B, H, T, D = 1024, 4, 95, 128
-    n = B * H * T * D * 2
-    old = v1.traffic(B, H, T, D, 2)
-    assert 5.3 * n <= old["forward"]["read"] + old["forward"]["write"] <= 5.4 * n
-    assert 14.5 * n <= old["backward"]["read"] + old["backward"]["write"] <= 15.5 * n
-    assert old["backward"]["launches"] == 3
-
-
-def test_first_release_kernels_still_run():
-    """Kept for one release (benchmarks' side by side): still equal to the reference."""
-    from fastgrok.backends import kernel
-
-    B, T, H, D = 2, 33, 2, 32
-    qkv = torch.randn(B, T, 3 * H * D, device=DEVICE, requires_grad=True)
-    out = kernel("attention_qkv_v1")(qkv, H, 10000.0)
-    ref = _reference_qkv(qkv, H)
-    dout = torch.randn_like(out)
-    torch.testing.assert_close(out, ref, **TOL[torch.float32])
-    torch.testing.assert_close(torch.autograd.grad(out, qkv, dout)[0], torch.autograd.grad(ref, qkv, dout)[0],
-                               **TOL[torch.float32])
 
 
 # ───────────────────────────── custom ops ─────────────────────────────

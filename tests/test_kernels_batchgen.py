@@ -13,9 +13,12 @@ import pytest
 import torch
 
 from fastgrok import Config, make_tasks
+from fastgrok.backends import get_op
 from fastgrok.data import SPLITS, BatchSource, generate_batch, split_source
 from fastgrok.kernels import batchgen as bg
-from fastgrok.kernels.batchgen import batchgen_forward, generate_batch_fused
+from fastgrok.kernels.batchgen import batchgen_forward, fused_batchgen
+
+generate_batch_fused = get_op("batchgen", "fused")  # the registry's (source, step) over fused_batchgen
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SAMPLINGS = ("iid", "paper", "distinct")
@@ -216,6 +219,15 @@ def test_launcher_table_errors():
         batchgen_forward(**{**a, "inputs": huge, "sampling": "distinct"})
     with pytest.raises(ValueError, match="out must be"):
         batchgen_forward(**a, out=torch.empty(4, 8, dtype=torch.int64, device=DEVICE))
+
+
+def test_kernel_entry_takes_tables_and_ints():
+    """fused_batchgen takes tensors and ints only (no BatchSource); the registry adapts a source to it."""
+    src, _ = _source("train", n_pl=3, batch_size=12, n_shots=4, sampling="paper")
+    args = (src.task_vecs, src.inputs, src.p, src.batch_size, src.n_shots, src.sampling, src.key)
+    for step in (5, torch.tensor(5, device=DEVICE)):
+        assert torch.equal(fused_batchgen(*args, step), generate_batch(src, 5))
+    assert generate_batch_fused.__module__ == "fastgrok.backends"
 
 
 def test_public_entry_errors():

@@ -117,6 +117,29 @@ def test_backward_is_deterministic():
     assert torch.equal(first, embedding_backward(dout, idx, 47, n_splits=3))
 
 
+def test_capture_launches_records_the_gpu_launches_instead_of_running_them():
+    """fastgrok.kernels.capture_launches (the offline sm_90 compile's way in): the GPU's tiles, precision
+    and split sizes (for the SM count given) on any tensor, nothing run; launches run again after it."""
+    from fastgrok.kernels import capture_launches
+
+    idx, weight = _data(16, 95, 29, 64, torch.float32)  # N = 1520 tokens: 3 splits of 512 for 2 SMs
+    out = torch.full((16, 95, 64), float("nan"), device=DEVICE)
+    dout = torch.randn(16, 95, 64, device=DEVICE)
+    with capture_launches(sm_count=2) as found:
+        embedding_forward(idx, weight.detach(), out=out)
+        embedding_backward(dout, idx, 29)
+        with pytest.raises(RuntimeError, match="already active"):
+            with capture_launches():
+                pass
+    assert [f.kernel.__name__ for f in found] == ["_embedding_fwd_kernel", "_embedding_bwd_kernel",
+                                                  "_embedding_bwd_reduce_kernel"]
+    fwd, bwd, _ = found
+    assert fwd.kwargs["BLOCK_N"] == 32 and bwd.grid == (1, 1, 3)
+    assert bwd.kwargs["INPUT_PRECISION"] == "tf32x3" and bwd.kwargs["UPCAST"] is False
+    assert out.isnan().all()  # recorded, not run
+    assert torch.equal(embedding_forward(idx, weight.detach(), out=out), F.embedding(idx, weight.detach()))
+
+
 def test_out_of_range_ids():
     idx, weight = _data(2, 5, 29, 32, torch.float32)
     for bad in (29, -1):
@@ -170,6 +193,13 @@ def test_package_import_does_not_import_triton():
     )
     env = {"PATH": "", "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+
+
+def test_package_exports_exist():
+    """Every name fastgrok.kernels lists (its lazy ones included) resolves."""
+    import fastgrok.kernels as k
+
+    assert all(callable(getattr(k, name)) for name in k.__all__)
 
 
 # ───────────────────────────── GPU ─────────────────────────────

@@ -39,9 +39,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-_sync = sync  # the name earlier callers used
-
-
 def quantiles(samples: list[float]) -> tuple[float, float, float]:
     """(median, 20th, 80th percentile)."""
     if len(samples) == 1:

@@ -3,11 +3,10 @@ paper's shapes and across a sweep; rows go to kernels.csv.
 
 Providers: "reference" (the registry's reference op, eager), "reference-compiled" (the same under
 torch.compile, static shapes), "fused" (the Triton kernel; CUDA only — the CPU interpreter's
-timings mean nothing), "fused-v1" (attention only: the first release's kernels, kept for one
-release so the first GPU run measures old against new side by side). Modes: forward (inputs require grad, as in training), backward (gradients
+timings mean nothing). Modes: forward (inputs require grad, as in training), backward (gradients
 of a retained graph), full (both). Units: ms; GB/s from the bytes moved (attention at T ≈ 96 is
-memory-bound): for the fused kernels the kernel's own traffic model (`traffic` beside each
-attention kernel: DRAM bytes per launch), for the references the ideal (q, k, v read and out
+memory-bound): for the fused kernel its own traffic model (`traffic` beside the attention
+kernel: DRAM bytes per launch), for the references the ideal (q, k, v read and out
 written forward, those plus dout read and dq, dk, dv written backward); TFLOP/s for attention too (causal: 2·B·H·T²·D forward, 2.5× that backward).
 dtypes are what training feeds each op: bf16 attention on CUDA (autocast), fp32 otherwise.
 """
@@ -26,7 +25,7 @@ from ..tasks import make_tasks
 from .core import Recorder, Timing, measure, row
 
 OPS = ("attention", "embedding", "batchgen")
-PROVIDERS = ("reference", "reference-compiled", "fused", "fused-v1")
+PROVIDERS = ("reference", "reference-compiled", "fused")
 MODES = {"attention": ("forward", "backward", "full"), "embedding": ("forward", "backward", "full"),
          "batchgen": ("forward",)}
 THETA = 10000.0
@@ -141,8 +140,6 @@ def implementation(op: str, provider: str, compile_backend: str = "inductor") ->
         return _Compiled(torch.compile(get_op(op, "reference"), dynamic=False, backend=compile_backend))
     if provider == "fused":
         return get_op(op, "fused")
-    if provider == "fused-v1":
-        return kernel("attention_qkv_v1")
     raise ValueError(f"provider={provider!r} is not one of {', '.join(PROVIDERS)}")
 
 
@@ -154,15 +151,12 @@ class Work:
     flops: float | None  # None where FLOP/s is not the op's figure
 
 
-_TRAFFIC = {"fused": "attention_traffic", "fused-v1": "attention_traffic_v1"}  # provider → traffic model
-
-
 def attention_bytes(provider: str, B: int, H: int, T: int, D: int, itemsize: int) -> tuple[float, float]:
-    """(forward, backward) bytes: the kernel's traffic model for the fused providers, else the ideal 4n, 8n."""
-    if provider not in _TRAFFIC:
+    """(forward, backward) bytes: the kernel's traffic model for the fused provider, else the ideal 4n, 8n."""
+    if provider != "fused":
         n = B * H * T * D * itemsize  # bytes of one of q, k, v, out
         return 4.0 * n, 8.0 * n
-    model = kernel(_TRAFFIC[provider])(B, H, T, D, itemsize)
+    model = kernel("attention_traffic")(B, H, T, D, itemsize)
     return tuple(float(model[p]["read"] + model[p]["write"]) for p in ("forward", "backward"))
 
 
@@ -221,8 +215,6 @@ def wanted(case: Case, provider: str, device: torch.device, compile: str, toy: b
     """Whether a provider is measured at a case: it runs here, and compiled ones where `compile` asks."""
     if available(provider, device, toy):
         return False
-    if provider == "fused-v1":  # the old kernels exist for attention only
-        return case.op == "attention"
     if provider.endswith("compiled"):
         return compile == "all" or (compile == "main" and case.is_main)
     return True

@@ -1,59 +1,74 @@
-"""Offline compile check: every Triton kernel configuration the paper presets, the benchmarks and the
-GPU tests launch, compiled for an H100 (sm_90) without a GPU; registers, spills and shared memory.
+"""Offline sm_90 compile report: every Triton kernel configuration the paper presets, the benchmarks and
+the GPU tests launch, compiled for an H100 (sm_90) without a GPU; registers, spills, shared memory, PTX.
 
-The launchers run for real on empty CPU tensors of the real shapes (same strides, same block-size
-choices as on CUDA: the interpreter switch is held off), but each kernel launch is captured instead of
-run. Every distinct launch — Triton's own specialisation of the arguments (dtypes, 16-byte alignment,
-ints equal to 1 or divisible by 16), the constexprs and num_warps/num_stages — is then compiled with
-`triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 64))`, the runtime's own path, and
-ptxas's report (`-v`) is read: registers per thread, spill stores/loads, and Triton's shared memory.
-Needs triton's CUDA backend (the PyPI wheel ships ptxas), no device and no TRITON_INTERPRET.
+The registry's fused ops run for real on empty CPU tensors of the real shapes inside the kernels'
+`capture_launches` (handed out by fastgrok.backends): the launchers take the GPU's paths (its tiles,
+checks and split sizes) and record each kernel launch instead of running it. Every distinct launch —
+Triton's own specialisation of the arguments (dtypes, 16-byte alignment, ints equal to 1 or divisible
+by 16), the constexprs and num_warps/num_stages — is then compiled with `triton.compile(ASTSource(...),
+target=GPUTarget("cuda", 90, 32))`, the runtime's own path, and read back: registers per thread, spill
+stores/loads and stack frame from ptxas's report (`-v`), Triton's shared memory, and in the PTX the
+vector and scalar global loads and the tensor-core instructions. The markdown report adds the attention
+kernel's modelled DRAM traffic (`traffic` beside it) against the ideal. Nothing runs a kernel, so
+nothing here is a timing. Needs triton's CUDA backend (the PyPI wheel ships ptxas), no device and no
+TRITON_INTERPRET.
 
-    fastgrok bench sm90 [--out-dir DIR]       # table; rows (registers, spill B, shared B) to DIR/sm90.csv
+    fastgrok bench sm90 [--quick] [--out-dir DIR]         # table; rows (registers, spill B, shared B) to DIR/sm90.csv
+    python -m fastgrok.bench.sm90 [--quick] [--out FILE]  # the markdown report (e.g. bench_results/kernel_report.md)
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime
 import io
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
-from ..backends import kernel_module
+from ..backends import capture_launches, get_op, interpreter_active, kernel_module
 from ..config import Config
 from ..data import split_source
 from ..tasks import make_tasks
 from .core import Recorder, Timing, env, row
 
 ARCH = 90          # H100 / H200
-WARP_SIZE = 64     # GPUTarget's third field (warp size 32 on NVIDIA; Triton's own target uses it as is)
+WARP_SIZE = 32     # GPUTarget's third field: NVIDIA's warp, as Triton's CUDA driver reports it
 SM_COUNT = 132     # H100 SXM / H200: the embedding backward sizes its token splits by it
 THETA = 10000.0
+PAPER = dict(B=1024, H=4, T=95, D=128)  # the paper's attention shape
+PAPER_TQ = 32  # the last block queries the 32 z positions 3i + 1 of a T = 95 sequence
 
+_BF16, _FP16, _FP32 = torch.bfloat16, torch.float16, torch.float32
 # Attention launches: (label, B, H, T, D, dtype). The paper's shape in each dtype (training is bf16 under
-# autocast; the GPU tests add fp16/fp32), the kernel benchmarks' T and head_dim sweeps, the GPU tests' shapes.
+# autocast; the GPU tests add fp16/fp32), the kernel benchmarks' T and head_dim sweeps, the GPU tests'
+# shapes, and the tiles block_config picks for every head dim on the short and the long path in both
+# training dtypes. Each runs twice: every query (blocks below the last), then the z positions only.
 ATTENTION = [
-    *[("paper", 1024, 4, 95, 128, dt) for dt in (torch.bfloat16, torch.float16, torch.float32)],
-    *[(f"bench T={t}", 64, 4, t, 128, torch.bfloat16) for t in (32, 64, 128, 256)],
-    *[(f"bench head_dim={d}", 64, 4, 95, d, torch.bfloat16) for d in (32, 64)],
+    *[("paper", 1024, 4, 95, 128, dt) for dt in (_BF16, _FP16, _FP32)],
+    *[(f"bench T={t}", 64, 4, t, 128, _BF16) for t in (32, 64, 128, 256)],
+    *[(f"bench head_dim={d}", 64, 4, 95, d, _BF16) for d in (32, 64)],
     *[(f"test B{b}H{h}T{t}D{d}", b, h, t, d, dt) for b, h, t, d in ((2, 4, 1, 128), (2, 4, 17, 64), (1, 4, 1024, 128),
                                                                    (2, 2, 1024, 32))
-      for dt in (torch.bfloat16, torch.float16, torch.float32)],
-    ("test compile B4T95D64", 4, 4, 95, 64, torch.float32),
+      for dt in (_BF16, _FP16, _FP32)],
+    ("test compile B4T95D64", 4, 4, 95, 64, _FP32),
+    *[(f"tiles T={t} head_dim={d}", 64, 4, t, d, dt) for t in (95, 256) for d in (32, 64, 128) for dt in (_BF16, _FP32)],
 ]
 # Embedding launches: (label, B, T, V, C, dtype). Training feeds fp32 (the table and residual stream stay
 # fp32 under autocast); the GPU tests add bf16/fp16; the benchmarks sweep T, batch and n_embd.
 EMBEDDING = [
-    *[("paper", 1024, 95, 29, 512, dt) for dt in (torch.float32, torch.bfloat16, torch.float16)],
-    ("paper-vocab47", 1024, 95, 47, 512, torch.float32),
-    *[(f"bench T={t}", 1024, t, 29, 512, torch.float32) for t in (32, 256)],
-    *[(f"bench batch={b}", b, 95, 29, 512, torch.float32) for b in (256, 4096)],
-    *[(f"bench n_embd={c}", 1024, 95, 29, c, torch.float32) for c in (128, 1024)],
+    *[("paper", 1024, 95, 29, 512, dt) for dt in (_FP32, _BF16, _FP16)],
+    ("paper-vocab47", 1024, 95, 47, 512, _FP32),
+    *[(f"bench T={t}", 1024, t, 29, 512, _FP32) for t in (32, 256)],
+    *[(f"bench batch={b}", b, 95, 29, 512, _FP32) for b in (256, 4096)],
+    *[(f"bench n_embd={c}", 1024, 95, 29, c, _FP32) for c in (128, 1024)],
 ]
 # Batch generation: (label, batch, n_shots, sampling); the paper preset's tasks (p 29, n_id 512).
 BATCHGEN = [
@@ -76,7 +91,7 @@ class Launch:
 
 @dataclass
 class Compiled:
-    """One distinct compiled configuration and ptxas's report on it."""
+    """One distinct compiled configuration and what ptxas and the PTX say about it."""
 
     kernel: str
     labels: list[str]
@@ -84,77 +99,72 @@ class Compiled:
     num_warps: int
     num_stages: int
     registers: int | None = None
-    spill_stores: int | None = None
+    spill_stores: int | None = None   # bytes per thread
     spill_loads: int | None = None
-    shared: int | None = None
+    stack: int | None = None          # stack frame, bytes per thread
+    shared: int | None = None         # bytes per program
+    ld_vector: int | None = None      # ld.global instructions moving 2-8 elements (vectorised) in the PTX
+    ld_scalar: int | None = None      # ld.global instructions moving one element
+    mma: int | None = None            # tensor-core instructions (mma.sync, wgmma.mma_async) in the PTX
     seconds: float = 0.0
     error: str | None = None
     ops: set[str] = field(default_factory=set)
 
 
-class _Capture:
-    """Stands in for a JITFunction in its module: `kernel[grid](...)` records the launch instead of running it."""
-
-    def __init__(self, fn: Any, sink: list[Launch], op: str, label: Callable[[], str]) -> None:
-        self.fn, self.sink, self.op, self.label = fn, sink, op, label
-
-    def __getitem__(self, grid: Any) -> Callable[..., None]:
-        def launch(*args: Any, **kwargs: Any) -> None:
-            self.sink.append(Launch(self.op, self.label(), self.fn, args, kwargs))
-        return launch
+def capture(op: str, label: str, call: Callable[[], object]) -> list[Launch]:
+    """The kernel launches `call()` makes, recorded (not run) as the GPU's, each marked with `op` and `label`."""
+    with capture_launches(SM_COUNT) as found:
+        call()
+    return [Launch(op, label, f.kernel, f.args, f.kwargs) for f in found]
 
 
-@contextlib.contextmanager
-def _captured(sink: list[Launch], label: Callable[[], str]) -> Iterator[None]:
-    """Patch the kernel modules: launches captured, the device and interpreter checks as on CUDA."""
-    rope_attention, embedding, batchgen = (kernel_module(op) for op in ("attention", "embedding", "batchgen"))
-    patches: list[tuple[Any, str, Any]] = []
-    for mod, op in ((rope_attention, "attention"), (embedding, "embedding"), (batchgen, "batchgen")):
-        for name, value in list(vars(mod).items()):
-            if name.endswith("_kernel") and hasattr(value, "__getitem__") and hasattr(value, "fn"):
-                patches.append((mod, name, _Capture(value, sink, op, label)))
-        patches.append((mod, "check_device", lambda t, name: None))
-        patches.append((mod, "interpreter_active", lambda: False))
-    patches.append((embedding, "_sm_count", lambda device: SM_COUNT))
-    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
-    try:
-        for mod, name, value in patches:
-            setattr(mod, name, value)
-        yield
-    finally:
-        for mod, name, value in saved:
-            setattr(mod, name, value)
+def attention_launches(scenarios: list[tuple] = ATTENTION,
+                       q_slices: tuple[slice | None, ...] = (None, slice(1, None, 3))) -> list[Launch]:
+    """Forward and backward launches of the fused attention op at each (label, B, H, T, D, dtype) and query slice."""
+    attention = get_op("attention", "fused")
+    out = []
+    for label, B, H, T, D, dt in scenarios:
+        qkv = torch.empty(B, T, 3 * H * D, dtype=dt, requires_grad=True)  # (B, T, 3C): the fused projection
+        for q_slice in q_slices:
+            def step(q_slice: slice | None = q_slice) -> None:
+                y = attention(qkv, H, THETA, q_slice)  # (B, T', C)
+                torch.autograd.grad(y, qkv, torch.empty_like(y))
+            out += capture("attention", label, step)
+    return out
+
+
+def embedding_launches(scenarios: list[tuple] = EMBEDDING) -> list[Launch]:
+    """Forward and backward launches of the fused embedding op at each (label, B, T, V, C, dtype)."""
+    embedding = get_op("embedding", "fused")
+    out = []
+    for label, B, T, V, C, dt in scenarios:
+        idx = torch.zeros(B, T, dtype=torch.int64)
+        weight = torch.empty(V, C, dtype=dt, requires_grad=True)
+
+        def step() -> None:
+            y = embedding(idx, weight)  # (B, T, C)
+            torch.autograd.grad(y, weight, torch.empty_like(y))
+        out += capture("embedding", label, step)
+    return out
+
+
+def batchgen_launches(scenarios: list[tuple] = BATCHGEN) -> list[Launch]:
+    """Launches of the fused batch generator at each (label, batch, n_shots, sampling) of the paper preset."""
+    batchgen = get_op("batchgen", "fused")
+    cfg = Config.preset("paper")
+    tasks = make_tasks(cfg.task)
+    out = []
+    for label, B, S, sampling in scenarios:
+        c = cfg.override(n_shots=S, sampling=sampling)
+        src = split_source(c, tasks, "train", "cpu", training=True, batch_size=B)
+        for step in (7, torch.tensor(7)):  # an int, and a device scalar (CUDA-graph mode)
+            out += capture("batchgen", label, lambda step=step: batchgen(src, step))
+    return out
 
 
 def launches() -> list[Launch]:
     """Every kernel launch of the scenarios above, captured (no kernel runs; tensors are never touched)."""
-    rope_attention, embedding, batchgen = (kernel_module(op) for op in ("attention", "embedding", "batchgen"))
-    sink: list[Launch] = []
-    current = {"label": ""}
-    with _captured(sink, lambda: current["label"]):
-        for label, B, H, T, D, dt in ATTENTION:
-            current["label"] = label
-            C = H * D
-            qkv = torch.empty(B, T, 3 * C, dtype=dt)  # (B, T, 3C): the model's fused projection
-            # every query (blocks below the last), then the z positions only (the last block's q_slice)
-            for q_start, q_step, q_len in ((0, 1, T), (1, 3, len(range(1, T, 3)))):
-                out, lse = rope_attention._qkv_fwd_impl(qkv, H, THETA, q_start, q_step, q_len)
-                rope_attention._qkv_bwd_impl(torch.empty(B, q_len, C, dtype=dt), qkv, out, lse, H, THETA,
-                                             q_start, q_step, q_len)
-        for label, B, T, V, C, dt in EMBEDDING:
-            current["label"] = label
-            idx = torch.zeros(B, T, dtype=torch.int64)
-            embedding.embedding_forward(idx, torch.empty(V, C, dtype=dt), check_bounds=False)
-            embedding.embedding_backward(torch.empty(B, T, C, dtype=dt), idx, V)
-        cfg = Config.preset("paper")
-        tasks = make_tasks(cfg.task)
-        for label, B, S, sampling in BATCHGEN:
-            current["label"] = label
-            c = cfg.override(n_shots=S, sampling=sampling)
-            src = split_source(c, tasks, "train", "cpu", training=True, batch_size=B)
-            for step in (7, torch.tensor(7)):  # an int, and a device scalar (CUDA-graph mode)
-                batchgen.batchgen_forward(src.task_vecs, src.inputs, src.p, B, S, sampling, src.key, step)
-    return sink
+    return attention_launches() + embedding_launches() + batchgen_launches()
 
 
 def _specialise(launch: Launch, backend: Any) -> tuple[Any, dict, dict, dict]:
@@ -171,13 +181,14 @@ def _specialise(launch: Launch, backend: Any) -> tuple[Any, dict, dict, dict]:
 
 _PTXAS = {
     "registers": re.compile(r"Used (\d+) registers"),
+    "stack": re.compile(r"(\d+) bytes stack frame"),
     "spill_stores": re.compile(r"(\d+) bytes spill stores"),
     "spill_loads": re.compile(r"(\d+) bytes spill loads"),
 }
 
 
-def _parse_ptxas(log: str, name: str) -> dict[str, int]:
-    """Registers and spills of entry `name` from a `ptxas -v` log."""
+def parse_ptxas(log: str, name: str) -> dict[str, int]:
+    """Registers, stack frame and spills of entry `name` from a `ptxas -v` log."""
     start = log.find(f"Compiling entry function '{name}'")
     part = log[start:] if start >= 0 else log
     out = {}
@@ -186,6 +197,14 @@ def _parse_ptxas(log: str, name: str) -> dict[str, int]:
         if m:
             out[key] = int(m.group(1))
     return out
+
+
+def ptx_counts(ptx: str) -> dict[str, int]:
+    """Vector and scalar global loads and tensor-core instructions in a kernel's PTX."""
+    loads = re.findall(r"^\s*(?:@!?%p\d+\s+)?ld\.global[\w.:]*", ptx, re.M)
+    vector = sum(1 for x in loads if re.search(r"\.v[248]\b", x))
+    mma = len(re.findall(r"\b(?:wgmma\.mma_async|mma\.sync)", ptx))
+    return {"ld_vector": vector, "ld_scalar": len(loads) - vector, "mma": mma}
 
 
 def compile_all(found: list[Launch], log: Callable[[str], None] | None = print) -> list[Compiled]:
@@ -223,7 +242,7 @@ def compile_all(found: list[Launch], log: Callable[[str], None] | None = print) 
                     k = compile(ASTSource(launch.fn, signature, constexprs, attrs), target=target,
                                 options=options.__dict__)
                 c.shared = int(k.metadata.shared)
-                for name, v in _parse_ptxas(buf.getvalue(), k.metadata.name).items():
+                for name, v in (parse_ptxas(buf.getvalue(), k.metadata.name) | ptx_counts(k.asm["ptx"])).items():
                     setattr(c, name, v)
             except Exception as e:  # report every configuration, failing ones included
                 c.error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:300]
@@ -253,17 +272,62 @@ def _env(**values: str) -> Iterator[None]:
 
 def table(results: list[Compiled]) -> str:
     """A markdown table of the compiled configurations."""
-    lines = ["| kernel | configuration | warps | stages | registers | spill stores / loads (B) | shared (B) | "
-             "launched by |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| kernel | configuration | warps | stages | registers | spill stores / loads (B) | stack (B) | shared (B) "
+             "| ld.global vector / scalar | mma | launched by |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in results:
         used = ", ".join(c.labels[:4]) + (f" (+{len(c.labels) - 4})" if len(c.labels) > 4 else "")
         if c.error:
-            lines.append(f"| {c.kernel} | {c.consts} | {c.num_warps} | {c.num_stages} | FAILED: {c.error} | | | "
+            lines.append(f"| {c.kernel} | {c.consts} | {c.num_warps} | {c.num_stages} | FAILED: {c.error} | | | | | | "
                          f"{used} |")
         else:
             lines.append(f"| {c.kernel} | {c.consts} | {c.num_warps} | {c.num_stages} | {c.registers} | "
-                         f"{c.spill_stores} / {c.spill_loads} | {c.shared} | {used} |")
+                         f"{c.spill_stores} / {c.spill_loads} | {c.stack} | {c.shared} | {c.ld_vector} / {c.ld_scalar} "
+                         f"| {c.mma} | {used} |")
     return "\n".join(lines)
+
+
+def traffic_table() -> list[str]:
+    """Modelled DRAM bytes per attention launch at the paper's shape, bf16, in units of n (one (B, T, C) tensor)."""
+    ra = kernel_module("attention")
+    B, H, T, D = PAPER.values()
+    n = B * H * T * D * 2
+    ideal = ra.ideal_bytes(B, H, T, D, 2)
+    lines = ["| queries | pass | launches | modelled bytes | ideal | modelled / ideal |", "|---|---|---|---|---|---|"]
+    for name, model in ((f"all {T}", ra.traffic(B, H, T, D, 2)),
+                        (f"last block ({PAPER_TQ})", ra.traffic(B, H, T, D, 2, PAPER_TQ))):
+        for p in ("forward", "backward"):
+            total = model[p]["read"] + model[p]["write"]
+            lines.append(f"| {name} | {p} | {model[p]['launches']} | {total / n:.3f} n | {ideal[p] / n:.0f} n | "
+                         f"{total / ideal[p]:.3f} |")
+    lines.append(f"\nn = B·H·T·D·2 bytes = {n / 1e6:.1f} MB at B {B}, H {H}, T {T}, D {D}, bf16.")
+    return lines
+
+
+def report(results: list[Compiled]) -> str:
+    """The markdown report: versions, the attention traffic model, the table, the spill total."""
+    dev, torch_v, triton_v, sha = env(torch.device("cpu"))
+    spills = sum((c.spill_stores or 0) + (c.spill_loads or 0) for c in results if not c.error)
+    failed = sum(c.error is not None for c in results)
+    return "\n".join([
+        "# Kernel compile report (sm_90 offline)", "",
+        f"device: sm_{ARCH} offline (Triton {triton_v}, ptxas bundled with it; torch {torch_v}); "
+        f"commit {sha}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
+        "Compiled, never run: no timings. The GPU machines run Triton 3.6, whose compiler may allocate "
+        "registers differently: rerun this report there (it needs no GPU).", "",
+        "Launches per attention layer (forward + backward): 1 + 1 = 2 at every T.", "",
+        *traffic_table(), "",
+        f"{len(results)} distinct configurations, {failed} failed; spilled bytes over all of them: {spills}.", "",
+        table(results)])
+
+
+def _refuse_interpreter(what: str) -> None:
+    if interpreter_active():
+        raise ValueError(f"{what} compiles for the GPU: run it without TRITON_INTERPRET=1")
+
+
+def _selected(quick: bool) -> list[Launch]:
+    found = launches()
+    return [f for f in found if f.label.startswith("paper")] if quick else found
 
 
 def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: str = "main") -> None:
@@ -271,11 +335,8 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     provider "triton" (the version is its own column), mode the kernel, x its configuration.
 
     `device` is ignored (no device is used); `quick` compiles only the paper's shapes."""
-    if os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on"):
-        raise ValueError("fastgrok bench sm90 compiles for the GPU: run it without TRITON_INTERPRET=1")
-    found = launches()
-    if quick:
-        found = [f for f in found if f.label.startswith("paper")]
+    _refuse_interpreter("fastgrok bench sm90")
+    found = _selected(quick)
     rec.log(f"sm90: {len(found)} launches captured")
     results = compile_all(found, log=rec.log)
     target = f"sm_{ARCH} (offline)"
@@ -304,3 +365,30 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     spilled = sum(bool(c.spill_stores or c.spill_loads) for c in results if not c.error)
     rec.log(f"sm90: {len(results)} distinct configurations ({dev}, torch {torch_v}, triton {triton_v}, git {sha}): "
             f"{failed} failed, {spilled} spill")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fastgrok.bench.sm90`: the markdown report on stdout (and in --out), progress on stderr."""
+    ap = argparse.ArgumentParser(prog="python -m fastgrok.bench.sm90", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, help="also write the markdown report here")
+    ap.add_argument("--quick", action="store_true", help="the paper's shapes only")
+    args = ap.parse_args(argv)
+    try:
+        _refuse_interpreter("python -m fastgrok.bench.sm90")
+    except ValueError as e:
+        print(f"sm90: {e}", file=sys.stderr)
+        return 2
+    text = report(compile_all(_selected(args.quick), log=lambda line: print(line, file=sys.stderr)))
+    print(text)
+    if args.out:
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text + "\n")
+        except OSError as e:
+            print(f"sm90: cannot write {args.out}: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

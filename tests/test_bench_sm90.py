@@ -1,0 +1,111 @@
+"""fastgrok.bench.sm90: the offline sm_90 compile report (no GPU needed). The kernels' launches are
+captured at their GPU tiles (in this process, under the interpreter), then compiled for sm_90 in a
+process without it: registers, spills and shared memory from ptxas, loads and tensor cores from the PTX."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fastgrok.bench import sm90
+
+
+def _compile(script: str, **kw) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile for the GPU, run nothing
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+def test_sm90_captures_every_kernel_launch():
+    """The offline compile check sees each kernel of the three ops (captured, never run or compiled here)."""
+    found = sm90.launches()
+    names = {f.fn.__name__ for f in found}
+    assert names == {"_rope_attn_fwd_kernel", "_rope_attn_bwd_kernel", "_embedding_fwd_kernel", "_embedding_bwd_kernel",
+                     "_embedding_bwd_reduce_kernel", "_batchgen_kernel"}
+    paper = [f for f in found if f.label == "paper" and f.op == "attention"]
+    blocks = {f.fn.__name__: f.kwargs.get("BLOCK_M") for f in paper}
+    assert blocks["_rope_attn_fwd_kernel"] < 128  # the GPU tiles, not the interpreter's whole-sequence blocks
+    emb = [f for f in found if f.label == "paper" and f.fn.__name__ == "_embedding_bwd_kernel"]
+    assert [f.kwargs["INPUT_PRECISION"] for f in emb] == ["tf32x3", "tf32", "tf32"]  # fp32, bf16, fp16: the GPU's
+
+
+PAPER_SCRIPT = """
+import json, torch
+from fastgrok.bench import sm90
+found = sm90.attention_launches([("paper", 1024, 4, 95, 128, dt) for dt in (torch.bfloat16, torch.float32)],
+                                q_slices=(None,))
+rows = sm90.compile_all(found, log=None)
+print(json.dumps([[c.kernel, c.consts.split()[0], c.error, c.registers, c.spill_stores, c.spill_loads, c.shared]
+                  for c in rows]))
+"""
+
+
+@pytest.mark.slow
+def test_paper_tiles_compile_for_sm90_without_spills():
+    """The attention forward and backward at the paper's shape, bf16 and fp32: no spills, shared
+    memory within the H100's 227 KiB per block, registers within the 255 limit."""
+    res = _compile(PAPER_SCRIPT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(res.stdout.strip().splitlines()[-1])
+    if any(err and "ptxas" in err and "No such file" in err for _, _, err, *_ in rows):
+        pytest.skip("this Triton build has no bundled ptxas")
+    assert [(r[0], r[1]) for r in rows] == [("_rope_attn_fwd_kernel", "bf16"), ("_rope_attn_bwd_kernel", "bf16"),
+                                            ("_rope_attn_fwd_kernel", "fp32"), ("_rope_attn_bwd_kernel", "fp32")]
+    for kernel, dtype, err, regs, stores, loads, shared in rows:
+        assert err is None, (kernel, dtype, err)
+        assert stores == 0 and loads == 0, (kernel, dtype, stores, loads)
+        assert 0 < regs <= 255 and 0 <= shared <= 227 * 1024, (kernel, dtype, regs, shared)
+
+
+@pytest.mark.slow
+def test_sm90_compiles_offline(tmp_path):
+    """One configuration through triton.compile for sm_90 with ptxas's report (a process without the
+    interpreter, which the offline compile refuses)."""
+    code = ("from fastgrok.bench import sm90; "
+            "f = [l for l in sm90.launches() if l.fn.__name__ == '_embedding_bwd_reduce_kernel'][:1]; "
+            "(c,) = sm90.compile_all(f, log=None); print(c.error or f'{c.registers} {c.spill_stores} {c.shared}')")
+    r = _compile(code, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    regs, spills, shared = r.stdout.split()[-3:]
+    assert 0 < int(regs) <= 255 and int(spills) == 0 and int(shared) >= 0
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "fastgrok", "bench", "sm90", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, env={**env, "TRITON_INTERPRET": "1"}, timeout=300)
+    assert r.returncode == 2 and "TRITON_INTERPRET" in r.stderr
+
+
+def test_report_refuses_the_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    res = subprocess.run([sys.executable, "-m", "fastgrok.bench.sm90", "--quick"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert res.returncode == 2 and "TRITON_INTERPRET" in res.stderr
+
+
+PTX_SCRIPT = """
+import json, torch
+from fastgrok.bench import sm90
+from fastgrok.kernels.embedding import embedding_backward
+fwd = [l for l in sm90.attention_launches([("paper", 1024, 4, 95, 128, torch.bfloat16)], q_slices=(None,))
+       if l.fn.__name__ == "_rope_attn_fwd_kernel"]
+dout, idx = torch.empty(1024, 95, 512), torch.zeros(1024, 95, dtype=torch.int64)
+bwd = [l for p in ("ieee", "tf32x3")
+       for l in sm90.capture("embedding", p, lambda p=p: embedding_backward(dout, idx, 29, input_precision=p))
+       if l.fn.__name__ == "_embedding_bwd_kernel"]
+rows = sm90.compile_all(fwd + bwd, log=None)
+print(json.dumps([[c.consts, c.error, c.ld_vector, c.ld_scalar, c.mma] for c in rows]))
+"""
+
+
+@pytest.mark.slow
+def test_ptx_vector_loads_and_tensor_cores():
+    """The review's findings, checked in the PTX: the RoPE forward's q/k loads are all vectorised
+    (no scalar 2-byte loads for the even/odd halves), and the fp32 embedding backward's one-hot dot
+    runs on tensor cores (tf32x3) where "ieee" compiled to plain FMA."""
+    res = _compile(PTX_SCRIPT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (fwd, ieee, tf32x3) = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [fwd[1], ieee[1], tf32x3[1]] == [None] * 3, (fwd, ieee, tf32x3)
+    assert "BLOCK_M=128 BLOCK_N=32" in fwd[0] and "BLOCK_V=32" in ieee[0], (fwd[0], ieee[0])  # the paper's tiles
+    assert fwd[3] == 0 and fwd[2] > 0, fwd  # (vector, scalar, mma)
+    assert fwd[4] > 0  # q kᵀ and P v on tensor cores
+    assert ieee[4] == 0 and tf32x3[4] > 0, (ieee, tf32x3)
