@@ -188,8 +188,8 @@ def _compare(case: str, run_dir: Path, full, resume: bool = True) -> None:
         note("lost", case, f"resume failed: {type(e).__name__}: {e}")
         return
     hist = runfolder.read_history(run_dir)
-    a = torch.load(run_dir / "last.pt")["model"]
-    b = torch.load(full.run_dir / "last.pt")["model"]
+    a = torch.load(run_dir / runfolder.LAST)["model"]
+    b = torch.load(full.run_dir / runfolder.LAST)["model"]
     same = _strip(hist) == _strip(full.history) and all(torch.equal(a[k], b[k]) for k in b)
     note("clean" if same else "lost", case, "" if same else f"steps {[r['step'] for r in hist]}")
 
@@ -289,16 +289,16 @@ def battery_kills(tmp: Path, full, n: int) -> None:
             time.sleep(rng.uniform(0.1, 2.0))
         else:  # during training: from its config.json on, over the uninterrupted run's time
             deadline = time.time() + 60
-            while not (d / "config.json").exists() and time.time() < deadline and proc.poll() is None:
+            while not (d / runfolder.CONFIG).exists() and time.time() < deadline and proc.poll() is None:
                 time.sleep(0.005)
             time.sleep(rng.uniform(0, 1.2 * (full.summary["wall_s"] + full.summary["startup_s"])))
         proc.kill()
         proc.wait()
         case = f"kill -9 #{i}"
-        if not (d / "config.json").is_file():
+        if not (d / runfolder.CONFIG).is_file():
             note("clean" if not d.exists() or not any(p.name[0] != "." for p in d.iterdir()) else "lost", case + " (before start)")
             continue
-        if runfolder.status(d)["state"] == "finished":
+        if runfolder.status(d)["state"] == runfolder.DONE:
             _compare(case + " (after the end)", d, full, resume=False)
             continue
         st = runfolder.status(d)

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SETS = ("train", "id_test", "ood_train", "ood_test")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout's fastgrok, as the other scripts
+from fastgrok.sets import SPLITS as SETS  # noqa: E402  (torch-free: threads are set before torch loads)
+
 CSV_PATH = Path(__file__).resolve().parent.parent / "bench_results" / "cpu_phenomenon.csv"
 COLUMNS = (["group", "label", "overrides", "p", "n_id", "n_ood", "alpha", "n_shots", "sampling", "depth",
             "n_embd", "batch_size", "lr", "weight_decay", "warmup", "steps_planned", "steps", "note",

@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw a sweep's phase diagram, k-shot and curves (or one run's) as PNGs")
     pl.add_argument("path", metavar="SWEEP_DIR|RUN_DIR")
     pl.add_argument("--out", default=None, metavar="DIR", help="where the PNGs go (default: the folder itself)")
-    from .bench.flags import add_arguments as add_bench_arguments
-    add_bench_arguments(sub.add_parser("bench", help="run benchmarks (kernels, train, tasks; rows appended to "
-                                       "bench_results/) or render bench_results/README.md"))
+    from .bench.flags import SUITE_NAMES, add_arguments as add_bench_arguments
+    add_bench_arguments(sub.add_parser("bench", help=f"run benchmarks ({', '.join(SUITE_NAMES)}, …; rows appended "
+                                       "to bench_results/) or render bench_results/README.md"))
     return parser
 
 
@@ -65,7 +65,7 @@ def _add_sweep_parser(sub: Any) -> None:
                        description="Run every point of a grid; re-run the same command (or `fastgrok sweep "
                        "SWEEP_DIR`) to resume: finished points are skipped, interrupted ones resume from last.pt.")
     w.add_argument("sweep_dir", metavar="SWEEP_DIR")
-    w.add_argument("--preset", default=None, help=f"base preset: {', '.join(PRESETS)} (default: quick)")
+    w.add_argument("--preset", default=None, help=f"base preset: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
     w.add_argument("--config", default=None, help="TOML file: preset = '...', fixed fields, and a [grid] table")
     w.add_argument("--grid", action="append", default=[], metavar="FIELD=VALUES",
                    help="an axis: field=v1,v2,… or field=start:stop:step (inclusive) or start:stop:*factor")
@@ -88,8 +88,8 @@ def _add_sweep_parser(sub: Any) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import SweepOptions, config_and_grid_from_toml, load_sweep, open_sweep, parse_grid, run_sweep
-    from .results import print_status
+    from .config import config_and_grid_from_toml
+    from .sweep import SlurmOptions, SweepOptions, load_sweep, open_sweep, parse_grid, print_status, run_sweep
     if args.status:
         print_status(load_sweep(args.sweep_dir))
         return 0
@@ -101,7 +101,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             raise ValueError("give the preset inside the TOML file (preset = '...') or on the command line, not both")
         cfg, table = config_and_grid_from_toml(args.config, overrides)
     elif args.preset or overrides:
-        cfg = Config.preset(args.preset or "quick", **overrides)
+        cfg = Config.preset(args.preset or DEFAULT_PRESET, **overrides)
     else:
         cfg = None
     grid = parse_grid(args.grid, args.seeds, table)
@@ -110,10 +110,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if jobs is None:
         import torch
         jobs = max(1, torch.cuda.device_count()) if args.engine == "local" else 1
+    slurm = SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job, time=args.time,
+                         array_parallelism=args.array_parallelism)
     opts = SweepOptions(engine=args.engine, jobs=jobs, retry_failed=args.retry_failed,
-                        stop_when_settled=sweep.stop_when_settled, partition=args.partition,
-                        gpus_per_job=args.gpus_per_job, time=args.time, array_parallelism=args.array_parallelism,
-                        plots=not args.no_plots)
+                        stop_when_settled=sweep.stop_when_settled, plots=not args.no_plots, slurm=slurm)
     final = run_sweep(sweep, opts, log=(lambda _: None) if args.quiet else lambda m: print(m, flush=True))
     print_status(sweep)
     failed = [n for n, s in final.items() if s == "failed"]
@@ -123,8 +123,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# The flag that sets each field a library error (config.FieldError) names.
+FIELD_FLAGS = {
+    "grid": "--grid FIELD=VALUES, --seeds S1,S2 or a [grid] table in --config (and --preset for the base)",
+    "partition": "--partition NAME", "gpus_per_job": "--gpus-per-job N", "time": "--time HH:MM:SS",
+    "array_parallelism": "--array-parallelism K", "jobs": "--jobs N", "engine": "--engine NAME",
+    "stop_when_settled": "--stop-when-settled K",
+}
+
+
+def _user_error(e: BaseException) -> str:
+    """One line for a user's mistake; a library error naming a field gets the flag that sets it."""
+    from .config import FieldError
+    if isinstance(e, FieldError) and e.field in FIELD_FLAGS:
+        return f"{e} (on the command line: {FIELD_FLAGS[e.field]})"
+    return str(e)
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import plot_path
+    from .sweep import plot_path
     for path in plot_path(args.path, args.out):
         print(path)
     return 0
@@ -234,7 +251,7 @@ def _main(args: argparse.Namespace) -> int:
                 where = e.filename or getattr(args, "sweep_dir", None) or args.path
                 raise ValueError(f"{where}: {e.strerror or e}") from None
     except (*USER_ERRORS, TrainingError) as e:
-        print(f"fastgrok: error: {e}", file=sys.stderr)
+        print(f"fastgrok: error: {_user_error(e)}", file=sys.stderr)
         return 2
     except MemoryError:
         print("fastgrok: error: out of memory (the estimate did not foresee it): lower batch_size, n_shots, "

@@ -18,8 +18,17 @@ SAMPLINGS = ("iid", "distinct", "paper")
 MLPS = ("relu", "gelu", "swiglu")
 BACKENDS = ("reference", "fused")
 DEVICES_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
-DEFAULT_PRESET = "quick"                 # what `fastgrok train` alone (or an empty --config file) trains
+DEFAULT_PRESET = "quick"                 # what `fastgrok train` or `sweep` alone, or a TOML without `preset`, starts from
 MAX_SEED = 2**60                         # seeds key Philox streams: seed·8 + stream must fit 63 bits
+
+
+class FieldError(ValueError):
+    """A bad or missing value of one named field (of a config, a sweep's options, …). The message names the
+    field as Python sees it; the CLI adds the flag that sets it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -369,36 +378,14 @@ class Config:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> "Config":
-        """From a TOML file: optional `preset = "name"`, then flat keys or [task]/[model]/[train] tables.
-
-        A file that sets nothing means the default preset (what `fastgrok train` alone trains); one that
-        sets fields but names no preset starts from the dataclass defaults (SPEC's full setup)."""
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"config file {str(path)!r} does not exist") from None
-        except IsADirectoryError:
-            raise ValueError(f"config file {str(path)!r} is a folder, not a TOML file") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}): not a TOML file") from None
-        except OSError as e:
-            raise ValueError(f"config file {str(path)!r} cannot be read: {e.strerror or e}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"config file {str(path)!r} is not valid TOML: {e}") from None
-        if not data:
-            return cls.preset(DEFAULT_PRESET, **overrides)
-        preset = data.pop("preset", None)
-        base = PRESETS.get(preset, None) if isinstance(preset, str) else {} if preset is None else None
-        if base is None:
-            raise ValueError(f"{path}: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-        flat = cls.from_dict(data).to_flat() if data else {}
-        explicit = {k: v for k, v in _flatten_keys(data).items()}
-        return cls.from_flat(_merge(_merge(base, {k: flat[k] for k in explicit}), overrides))
+        """From a TOML file: optional `preset = "name"` (default: DEFAULT_PRESET, as for `fastgrok train`
+        alone), then flat keys or [task]/[model]/[train] tables; `overrides` last. A [grid] table is a
+        sweep's (config_and_grid_from_toml) and is refused here."""
+        cfg, grid = config_and_grid_from_toml(path, overrides)
+        if grid:
+            raise ValueError(f"{path}: a [grid] table belongs to a sweep (fastgrok.sweep; `fastgrok sweep --config`), "
+                             "not to one run")
+        return cfg
 
     # ---- export ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -406,6 +393,38 @@ class Config:
 
     def to_flat(self) -> dict[str, Any]:
         return {k: v for part in self.to_dict().values() for k, v in part.items()}
+
+
+def config_and_grid_from_toml(path: str | Path, overrides: dict[str, Any] | None = None
+                              ) -> tuple[Config, dict[str, Any]]:
+    """The one TOML reader, for a run and a sweep: optional `preset` (default DEFAULT_PRESET), fixed fields
+    (flat or in [task]/[model]/[train]), then `overrides`; and the [grid] table (empty without one)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {str(path)!r} is a folder, not a TOML file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}): not a TOML file") from None
+    except OSError as e:
+        raise ValueError(f"config file {str(path)!r} cannot be read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    grid = data.pop("grid", {})
+    if not isinstance(grid, dict):
+        raise ValueError(f"{path}: grid must be a table ([grid] with field = [values] or 'start:stop:step')")
+    preset = data.pop("preset", DEFAULT_PRESET)
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"{path}: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    flat = Config.from_dict(data).to_flat() if data else {}  # checks section placement and field names
+    explicit = {k: flat[k] for k in _flatten_keys(data)}
+    return Config.from_flat(_merge(_merge(PRESETS[preset], explicit), overrides or {})), grid
 
 
 def nearest_preset(cfg: Config) -> tuple[str, dict[str, tuple[Any, Any]]]:

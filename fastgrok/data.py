@@ -23,10 +23,10 @@ from torch import Tensor
 from .config import Config
 from .envinfo import check_device
 from .philox import philox_u32
+from .sets import SPLITS
 from .tasks import Tasks
 
-SPLITS = ("train", "id_test", "ood_train", "ood_test")
-_STREAM = {"train_batches": 0, "train": 1, "id_test": 2, "ood_train": 3, "ood_test": 4}
+_STREAM = {"train_batches": 0, **{s: i + 1 for i, s in enumerate(SPLITS)}}  # Philox stream of each
 Step = Union[int, Tensor]
 
 

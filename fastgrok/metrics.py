@@ -12,14 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PHASES = {
-    (True, False, False, False): "id_memorization",
-    (True, True, False, False): "id_generalization",
-    (True, True, True, False): "ood_memorization",
-    (True, True, True, True): "ood_generalization",
-    (False, False, False, False): "not_learned",
-}
-SET_ORDER = ("train", "id_test", "ood_train", "ood_test")
+from .sets import MIXED, PHASE_OF, SPLITS
 
 
 def z_slices(n_var: int) -> tuple[slice, slice]:
@@ -85,5 +78,5 @@ def summarize(loss: Tensor, correct: Tensor, count: Tensor) -> dict[str, Any]:
 
 def classify_phase(sets: dict[str, dict[str, Any]], threshold: float) -> tuple[str, dict[str, bool]]:
     """Phase from which sets are solved (last-shot accuracy ≥ threshold), in SPEC's order."""
-    solved = {name: sets[name]["acc_last"] >= threshold for name in SET_ORDER}
-    return PHASES.get(tuple(solved[s] for s in SET_ORDER), "mixed"), solved
+    solved = {name: sets[name]["acc_last"] >= threshold for name in SPLITS}
+    return PHASE_OF.get(tuple(solved[s] for s in SPLITS), MIXED), solved

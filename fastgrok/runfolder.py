@@ -18,12 +18,24 @@ The write protocol that makes a resume exact (trainer.py follows it):
     4. one process owns a folder from creation or resume to its end (`lock`); stale temporary files
        of killed writers are removed when a process takes it over.
 
+This module is the one place that names these files and the one reader of them: the trainer, a
+sweep, its results and figures, and the benchmarks all go through it.
+
+States, one vocabulary for a run folder and a sweep's point (a sweep adds pending, queued, failed):
+    new          config.json, no checkpoint: resumable from step 0
+    interrupted  a checkpoint and no owner: resumable from its step
+    running      a live process owns the folder
+    done         summary.json: every step run
+    settled      summary.json: stopped early, once settled (a sweep's stop_when_settled)
+
 Public API (what a sweep driver or a plot uses; nothing here imports the training loop):
     create(cfg) -> RunFolder              a new folder, locked, config.json written
     open_run(run_dir) -> RunFolder        an existing folder to resume: locked, stale *.tmp removed
     lock(run_dir) -> RunLock              own a folder (a context manager); RunFolderBusy if taken
-    status(run_dir) -> dict               the state of a folder: read-only, takes no lock
+    state(run_dir) -> str                 its state, from which files exist and the lock (cheap)
+    status(run_dir) -> dict               its state, checkpoint step and records, checked: read-only, no lock
     read_history(run_dir, upto=None)      its evaluation records (a torn last line skipped)
+    read_summary(run_dir) -> dict | None  summary.json, None while the run has not ended
     load_config(run_dir) -> Config
 """
 from __future__ import annotations
@@ -47,6 +59,18 @@ except ImportError:  # pragma: no cover  (not POSIX: folders are not locked)
     fcntl = None
 
 CONFIG, METRICS, LAST, BEST, SUMMARY, LOCK = "config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", ".lock"
+ENV = "env.json"
+
+
+def env_file(resumed_at: int | None = None) -> str:
+    """env.json for a run's start, env-resume-<step>.json for each resume."""
+    return ENV if resumed_at is None else f"env-resume-{resumed_at}.json"
+
+
+MISSING, NEW, INTERRUPTED, RUNNING, DONE, SETTLED = "missing", "new", "interrupted", "running", "done", "settled"
+NOT_A_RUN, CORRUPT = "not_a_run", "corrupt"   # status() only: a folder without config.json, a damaged one
+RESUMABLE = (NEW, INTERRUPTED)
+FINISHED = (DONE, SETTLED)
 _TMP = re.compile(r"^\..+\.tmp$")            # what checkpoint._atomic_write leaves when killed
 _STEP = re.compile(r'^\{"step": (\d+)[,}]')  # the first key of a record, readable in a torn line
 
@@ -204,27 +228,74 @@ def _parse_history(path: Path, upto: int | None) -> list[dict[str, Any]]:
     return out
 
 
-def read_history(run_dir: str | Path, upto: int | None = None) -> list[dict[str, Any]]:
+_SLIM_DROP = ("task_acc", "task_acc_last")
+_SLIM_CACHE: dict[Path, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
+
+
+def read_history(run_dir: str | Path, upto: int | None = None, slim: bool = False) -> list[dict[str, Any]]:
     """The evaluation records of a run folder, in order; with `upto`, only those at or before that step.
 
     A torn last line (an append cut by a kill or a full disk) is skipped; a damaged line elsewhere, or one
-    at or before `upto`, raises RunFolderError naming the file and line."""
-    return _parse_history(Path(run_dir) / METRICS, upto)
+    at or before `upto`, raises RunFolderError naming the file and line.
+
+    slim=True drops the per-task lists (hundreds of accuracies a line at the paper's size) and caches the
+    records on the file's size and mtime, so a sweep's table rereads only the runs that moved: the lists
+    returned are shared, not to be changed."""
+    path = Path(run_dir) / METRICS
+    if not slim:
+        return _parse_history(path, upto)
+    try:
+        st = path.stat()
+    except OSError:
+        return []
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _SLIM_CACHE.get(path)
+    if hit is None or hit[0] != key:
+        records = _parse_history(path, None)
+        for rec in records:
+            for m in rec.get("sets", {}).values():
+                for k in _SLIM_DROP:
+                    m.pop(k, None)
+        hit = _SLIM_CACHE[path] = (key, records)
+    return hit[1] if upto is None else [r for r in hit[1] if r["step"] <= upto]
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """summary.json (written when a run ends), or None where it is missing or half written."""
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def state(run_dir: str | Path) -> str:
+    """The folder's state from which of its files exist and from its lock: missing | new | interrupted |
+    running | done | settled. Cheap (no checkpoint is read): what a sweep polls."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return SETTLED if summary.get("stopped_early") else DONE
+    if owner(run_dir) is not None:
+        return RUNNING
+    if not (run_dir / CONFIG).is_file():
+        return MISSING
+    return INTERRUPTED if (run_dir / LAST).is_file() else NEW
 
 
 def status(run_dir: str | Path) -> dict[str, Any]:
     """What a run folder holds, read-only and lock-free:
 
-    {"state": "missing" | "not_a_run" | "new" | "stopped" | "running" | "finished" | "corrupt",
+    {"state": "missing" | "not_a_run" | "corrupt" | one of state()'s,
      "step": checkpoint step (0 without one), "steps": the config's total, "records": evaluations on file,
      "owner": pid of the process writing it or None, "error": why it is corrupt or None}.
-    "new" has a config but no checkpoint (resumable from step 0); "stopped" is resumable from "step"."""
+    Unlike state(), the config, the records and the checkpoint's step are read: a damaged one is "corrupt"."""
     run_dir = Path(run_dir)
-    out: dict[str, Any] = dict(state="missing", step=None, steps=None, records=0, owner=None, error=None)
+    out: dict[str, Any] = dict(state=MISSING, step=None, steps=None, records=0, owner=None, error=None)
     if not run_dir.is_dir():
         return out
     if not (run_dir / CONFIG).is_file():
-        return out | dict(state="not_a_run")
+        return out | dict(state=NOT_A_RUN)
     out["owner"] = owner(run_dir)
     try:
         cfg = load_config(run_dir)
@@ -232,13 +303,8 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         out["records"] = len(read_history(run_dir))
         out["step"] = _checkpoint_step(run_dir / LAST)
     except (RunFolderError, CheckpointError) as e:
-        return out | dict(state="corrupt", error=str(e))
-    if out["owner"] is not None:
-        out["state"] = "running"
-    elif out["step"] == 0 and not (run_dir / LAST).is_file():
-        out["state"] = "new"
-    else:
-        out["state"] = "finished" if out["step"] >= out["steps"] and (run_dir / SUMMARY).is_file() else "stopped"
+        return out | dict(state=CORRUPT, error=str(e))
+    out["state"] = state(run_dir)
     return out
 
 
@@ -339,7 +405,7 @@ class RunFolder:
     def discard(self) -> None:
         """Remove a folder this process created for a run that never started; release it."""
         if self.created:
-            for name in (CONFIG, "env.json", METRICS, LOCK):
+            for name in (CONFIG, ENV, METRICS, LOCK):
                 with contextlib.suppress(OSError):
                     (self.path / name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):

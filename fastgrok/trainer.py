@@ -3,7 +3,6 @@ atomic checkpoints and exact resume (SPEC "Optimisation", "Measurements")."""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -276,7 +275,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                 sess.model.load_state_dict(ckpt["model"])
                 sess.opt.load_state_dict(ckpt["optimizer"])
             except (RuntimeError, ValueError, KeyError) as e:
-                raise CheckpointError(f"{run.path / 'last.pt'} does not fit the saved config: "
+                raise CheckpointError(f"{run.path / runfolder.LAST} does not fit the saved config: "
                                       f"{str(e).splitlines()[0][:200]}") from None
         if run is None:
             def create_main() -> tuple[Path, list[str]]:  # DDP: rank 0 makes, locks and owns the folder
@@ -403,7 +402,7 @@ class _Loop:
     def _prepare(self) -> list[dict[str, Any]]:
         """Rank 0: env.json (env-resume-STEP.json on resume), and the history up to the checkpoint."""
         first = self.ckpt is None and self.run.created
-        self.run.write_json("env.json" if first else f"env-resume-{self.start}.json", self.env)
+        self.run.write_json(runfolder.env_file(None if first else self.start), self.env)
         history = self.run.history(upto=self.start)  # records past the checkpoint (whole or torn) are dropped
         self.run.rewrite_history(history)
         return history
@@ -415,7 +414,7 @@ class _Loop:
         self.rep.line(f"fastgrok run {run.path}")
         preset, diff = nearest_preset(self.cfg)
         changes = f"{len(diff)} change{'s' * (len(diff) != 1)}" if diff else "no changes"
-        self.rep.line(f"config: preset {preset}, {changes} (every field: {run.path / 'config.json'})")
+        self.rep.line(f"config: preset {preset}, {changes} (every field: {run.path / runfolder.CONFIG})")
         width = max((len(k) for k in diff), default=0)
         for k, (value, base) in diff.items():
             self.rep.line(f"  {k:<{width}}  {_human(value):>10}  (preset {_human(base)})")
@@ -443,7 +442,7 @@ class _Loop:
             if not math.isfinite(v):
                 bad = self.flushed + i + 1
                 last_ok = self.dist.on_main(lambda: self.run.checkpoint_step())  # DDP: every rank stops alike
-                where = (f"the last good checkpoint (step {last_ok}) is {self.run.path / 'last.pt'}"
+                where = (f"the last good checkpoint (step {last_ok}) is {self.run.path / runfolder.LAST}"
                          if last_ok is not None else "no checkpoint was written before it (--resume starts at step 0)")
                 raise TrainingError(f"loss is {v} at step {bad}: training stopped; {where}")
         self.flushed = self.step
@@ -513,7 +512,7 @@ class _Loop:
         self.flush()
         self.checkpoint(self.step)
         self.rep.close()
-        return KeyboardInterrupt(f"interrupted at step {self.step}; saved {run_dir / 'last.pt'}: "
+        return KeyboardInterrupt(f"interrupted at step {self.step}; saved {run_dir / runfolder.LAST}: "
                                  f"resume with `fastgrok train --resume {run_dir}`")
 
     # ---- the loop
@@ -552,7 +551,7 @@ class _Loop:
     def finish(self) -> TrainResult:
         summary = self.summary()
         if self.step == self.cfg.train.steps or self.stopped_early:
-            self.run.write_json("summary.json", summary)
+            self.run.write_json(runfolder.SUMMARY, summary)
         if not self.quiet:
             print_summary(summary)
         return TrainResult(run_dir=self.run.path, history=self.history, summary=summary, losses=self.losses)

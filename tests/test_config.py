@@ -89,6 +89,18 @@ def test_seeds_name_their_field():
         Config.preset("tiny", seed=-1)
 
 
+def test_one_toml_reader_for_a_run_and_a_sweep(tmp_path):
+    from fastgrok.config import DEFAULT_PRESET, config_and_grid_from_toml
+    path = tmp_path / "f.toml"
+    path.write_text('n_pl = 2\n[model]\ndepth = 3\n')
+    cfg, grid = config_and_grid_from_toml(path, {"n_id": 12})  # a flag's n_id replaces the file's n_pl
+    assert cfg == Config.from_toml(path, n_id=12) == Config.preset(DEFAULT_PRESET, depth=3, n_id=12) and grid == {}
+    path.write_text('preset = "tiny"\n[grid]\nseed = [1, 2]\n')
+    assert config_and_grid_from_toml(path) == (Config.preset("tiny"), {"seed": [1, 2]})
+    with pytest.raises(ValueError, match=r"\[grid\] table belongs to a sweep"):
+        Config.from_toml(path)
+
+
 def test_empty_toml_is_the_default_preset_and_read_errors_name_the_file(tmp_path):
     from fastgrok.config import DEFAULT_PRESET
     path = tmp_path / "empty.toml"
@@ -96,8 +108,8 @@ def test_empty_toml_is_the_default_preset_and_read_errors_name_the_file(tmp_path
     assert Config.from_toml(path) == Config.preset(DEFAULT_PRESET)
     path.write_text("# only a comment\n")
     assert Config.from_toml(path, seed=3) == Config.preset(DEFAULT_PRESET, seed=3)
-    path.write_text("seed = 3\n")  # fields without a preset: the dataclass defaults (documented)
-    assert Config.from_toml(path).train.steps == 200_000
+    path.write_text("seed = 3\n")  # fields without a preset: on the default preset, as for a sweep (#20)
+    assert Config.from_toml(path) == Config.preset(DEFAULT_PRESET, seed=3)
     path.write_bytes(b"seed = 3 # \xff\xfe\n")
     with pytest.raises(ValueError, match="empty.toml' is not UTF-8"):
         Config.from_toml(path)

@@ -5,7 +5,7 @@ import pytest
 
 from fastgrok import Config
 from fastgrok.cli import main
-from fastgrok.results import SETS
+from fastgrok.data import SPLITS as SETS
 from fastgrok.sweep import open_sweep, parse_grid, point_name
 
 PHASE_OF = {8: "id_memorization", 16: "id_generalization", 32: "ood_generalization"}
@@ -53,7 +53,7 @@ def test_sweep_figures(handmade_sweep, capsys):
     img = _nontrivial_png(handmade_sweep.root / "phase_diagram.png")
     # the three phases' colours are in the diagram
     from matplotlib.colors import to_rgb
-    from fastgrok.plot import PHASE_COLORS
+    from fastgrok.sweep.plot import PHASE_COLORS
     pixels = {tuple(round(c, 1) for c in px[:3]) for px in img.reshape(-1, img.shape[-1]).tolist()}
     for phase in PHASE_OF.values():
         assert tuple(round(c, 1) for c in to_rgb(PHASE_COLORS[phase])) in pixels, phase

@@ -181,3 +181,27 @@ def test_lock_is_quick(tmp_path):
     for _ in range(100):
         runfolder.lock(run.path).release()
     assert time.perf_counter() - t < 5.0  # generous: a shared machine; ≈ 20 µs each
+
+
+def test_one_vocabulary_of_states_through_a_run(tmp_path):
+    """state() (cheap) and status() agree at each stage: new → interrupted → done or settled (#20)."""
+    from fastgrok import train
+    cfg = Config.preset("tiny", steps=20, eval_every=10, out_dir=str(tmp_path), run_name="r")
+    d = tmp_path / "r"
+    assert runfolder.state(d) == runfolder.status(d)["state"] == runfolder.MISSING
+    with runfolder.create(cfg):
+        assert runfolder.state(d) == runfolder.RUNNING
+    assert runfolder.state(d) == runfolder.status(d)["state"] == runfolder.NEW
+    train(resume=d, stop_at=10, quiet=True)
+    st = runfolder.status(d)
+    assert runfolder.state(d) == st["state"] == runfolder.INTERRUPTED and st["step"] == 10 and st["records"] == 1
+    res = train(resume=d, quiet=True)
+    assert runfolder.state(d) == runfolder.status(d)["state"] == runfolder.DONE
+    assert runfolder.read_summary(d) == res.summary
+    assert [r["step"] for r in runfolder.read_history(d, slim=True)] == [10, 20]
+    assert "task_acc" not in runfolder.read_history(d, slim=True)[0]["sets"]["train"]
+    assert "task_acc" in runfolder.read_history(d)[0]["sets"]["train"]
+    (d / runfolder.SUMMARY).write_text(json.dumps({**res.summary, "stopped_early": True}))
+    assert runfolder.state(d) == runfolder.status(d)["state"] == runfolder.SETTLED
+    (d / runfolder.SUMMARY).write_text("{")  # half written: not ended yet
+    assert runfolder.read_summary(d) is None and runfolder.state(d) == runfolder.INTERRUPTED

@@ -10,10 +10,9 @@ import torch
 
 from fastgrok import Config, train
 from fastgrok.cli import main
-from fastgrok.engines import get_engine, parse_time
-from fastgrok.results import run_row, sweep_rows, write_results
-from fastgrok.sweep import (PointJob, SweepOptions, load_sweep, open_sweep, parse_grid, point_name,
-                            point_status, run_sweep, settled)
+from fastgrok.sweep import (PointJob, SweepOptions, get_engine, load_sweep, open_sweep, parse_grid, parse_time,
+                            point_name, point_status, queued_states, run_row, run_sweep, settled, sweep_rows,
+                            write_results)
 
 TINY = dict(steps=40, eval_every=10)
 
@@ -93,7 +92,7 @@ def test_impossible_point_is_refused_before_anything_starts(tmp_path, capsys):
 
 
 def test_engines_registry_and_time():
-    assert callable(get_engine("local")) and callable(get_engine("slurm"))
+    assert all(callable(get_engine(n).run) and callable(get_engine(n).queued) for n in ("local", "slurm"))
     with pytest.raises(ValueError, match="unknown sweep engine 'lsf'; engines: local, slurm"):
         get_engine("lsf")
     assert [parse_time(t) for t in ("6:00:00", "90", "30:00", "1-12", "1-00:30:00")] == [360, 90, 30, 2160, 1470]
@@ -137,9 +136,9 @@ def test_worker_stops_a_settled_run(tmp_path):
     # a threshold every set meets at once: the run is 'settled' from its first evaluation
     sweep, _ = open_sweep(tmp_path / "sw", Config.preset("tiny", phase_threshold=1e-9, **TINY),
                           parse_grid(["seed=1"]), stop_when_settled=2)
-    assert PointJob(sweep.root, "seed-1")() == "stopped"
+    assert PointJob(sweep.root, "seed-1")() == "settled"
     row = sweep_rows(sweep)[0]
-    assert row["status"] == "stopped" and row["stopped_early"] and row["steps"] == 20
+    assert row["status"] == "settled" and row["stopped_early"] and row["steps"] == 20
     assert row["first_step_ood_generalization"] == 10
 
 
@@ -313,7 +312,7 @@ def test_slurm_array_script_and_resume(tmp_path, fake_slurm, capsys):
     out = capsys.readouterr().out
     assert "3 point(s) already queued" in out and "nothing to submit" in out
     assert (fake_slurm / "calls.log").read_text().count("sbatch") == 1
-    rows = {r["name"]: r["status"] for r in sweep_rows(sweep)}
+    rows = {r["name"]: r["status"] for r in sweep_rows(sweep, queued_states(sweep))}
     assert rows[jobs[0].name] == "done" and sorted(rows.values()) == ["done", "queued", "queued", "queued"]
     # jobs that died: submitted again, as a new array of what is left
     (fake_slurm / "sacct.txt").write_text("".join(f"4242_{i}|FAILED\n" for i in range(4)))
@@ -326,6 +325,10 @@ def test_slurm_needs_partition_and_tools(tmp_path, monkeypatch, capsys):
     root = tmp_path / "sw"
     code = main(["sweep", str(root), "--preset", "tiny", "--grid", "seed=1", "--engine", "slurm", "--no-plots"])
     assert code == 2 and "--partition" in capsys.readouterr().err
+    from fastgrok.config import FieldError
+    with pytest.raises(FieldError, match=r"needs a partition \(SlurmOptions.partition\)") as e:  # a Python caller
+        run_sweep(load_sweep(root), SweepOptions(engine="slurm", plots=False), log=lambda _: None)
+    assert e.value.field == "partition" and "--" not in str(e.value)
     monkeypatch.setenv("PATH", str(tmp_path))
     code = main(["sweep", str(root), "--engine", "slurm", "--partition", "x", "--no-plots"])
     assert code == 2 and "sbatch and srun" in capsys.readouterr().err
@@ -335,7 +338,7 @@ def test_toml_grid(tmp_path):
     toml = tmp_path / "fig.toml"
     toml.write_text('preset = "tiny"\nsteps = 30\n[train]\nlr = 2e-3\n[grid]\nalpha = "0.4:0.6:0.1"\nseed = [1, 2]\n')
     assert main(["sweep", str(tmp_path / "sw"), "--config", str(toml), "--eval-every", "15", "--status"]) == 2
-    from fastgrok.sweep import config_and_grid_from_toml
+    from fastgrok.config import config_and_grid_from_toml
     cfg, table = config_and_grid_from_toml(toml, {"eval_every": 15})
     assert (cfg.train.steps, cfg.train.lr, cfg.train.eval_every, cfg.task.p) == (30, 2e-3, 15, 5)
     sweep, new = open_sweep(tmp_path / "sw", cfg, parse_grid(table=table))
@@ -357,11 +360,11 @@ def test_unwritable_sweep_folder_is_one_line(tmp_path, capsys):
 
 
 def test_local_slots_one_gpu_each_or_threads_split(monkeypatch):
-    from fastgrok import engines
+    from fastgrok.sweep import engines
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert engines.local_slots(2)[0] == [[3], [5]]
-    with pytest.raises(ValueError, match="at most --jobs 2"):
+    with pytest.raises(ValueError, match="at most jobs=2"):
         engines.local_slots(3)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)

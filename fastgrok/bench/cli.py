@@ -1,7 +1,7 @@
-"""`fastgrok bench [kernels|train|tasks|all|ceilings|profile|paper-run|sm90|render|merge]`: run the
+"""`fastgrok bench [kernels|train|tasks|sweep|all|ceilings|profile|paper-run|sm90|render|merge]`: run the
 suites, print a table, append the rows to `<out_dir>/<suite>.csv` and re-render `<out_dir>/README.md`.
-benchmarks/*.py and benchmarks/gpu_check.sh call this same code. `all` is the three measured suites
-(kernels, train, tasks); the others run when named.
+benchmarks/*.py and benchmarks/gpu_check.sh call this same code. `all` is the measured suites
+(flags.SUITE_NAMES: kernels, train, tasks, sweep); the others (flags.EXTRA_NAMES) run when named.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Timing (STYLE "Benchmarks"): `triton.testing.do_bench` (median, 20th and 80th pe
 kernels on CUDA; calibrated wall-clock windows with warm-up and a device sync at each window's
 end everywhere else. A row is one figure: benchmark, provider, mode, x_name, x, p50, p20, p80,
 unit, device, torch, triton, git_sha, timestamp — appended to `<out_dir>/<suite>.csv`, never
-overwritten. The suites (kernels, train, tasks) sit on top of this module;
+overwritten. The suites (kernels, train, tasks, sweep) sit on top of this module;
 nothing below them imports it.
 """
 from __future__ import annotations

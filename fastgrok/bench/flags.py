@@ -26,7 +26,7 @@ def _ints(text: str) -> tuple[int, ...]:
 def add_arguments(p: argparse.ArgumentParser, suite: bool = True) -> None:
     if suite:
         p.add_argument("suite", nargs="?", default="all", choices=(*SUITE_NAMES, "all", *EXTRA_NAMES, "render", "merge"),
-                       help="what to run (default: all = kernels, train, tasks); render only rewrites "
+                       help=f"what to run (default: all = {', '.join(SUITE_NAMES)}); render only rewrites "
                             "OUT_DIR/README.md; merge appends the rows of --from DIR that OUT_DIR lacks")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: small shapes, few repeats, no torch.compile (unless --compile says so)")

@@ -12,7 +12,6 @@ first interval holds compilation), the training loss and each set's accuracy.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .. import runfolder
 from ..config import Config
 from ..trainer import train
 from .core import TOY, Recorder, Timing, row
@@ -54,7 +54,7 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
     cfg = cfg.override(out_dir=str(tmp), run_name="run")
     rec.log(f"paper-run: {preset if not toy else 'toy'} {provider} on {device} for {seconds:g} s, "
             f"evaluating every {cfg.train.eval_every} steps, run folder {tmp / 'run'}")
-    metrics = tmp / "run" / "metrics.jsonl"
+    metrics = tmp / "run" / runfolder.METRICS
     done = threading.Event()
 
     def stop() -> None:  # at `seconds`, or once the first evaluation is written (at most max(seconds, 60) later)
@@ -76,8 +76,7 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
         done.set()
         timer.cancel()
     rec.log(f"paper-run: {stopped} after {time.perf_counter() - t0:.1f} s")
-    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
-        if metrics.is_file() else []
+    history = runfolder.read_history(tmp / "run")
     if not history:
         rec.note("paper-run: no evaluation was reached in the time given")
     elif rec.path is not None:

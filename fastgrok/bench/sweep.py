@@ -17,7 +17,6 @@ gives the times the overheads come from:
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -32,13 +31,11 @@ from .core import Recorder, row
 
 
 def _attempts(root: Path) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted((root / "state").glob("*.attempts.jsonl")):
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("status") in ("done", "stopped"):
-                out.append(rec)
-    return out
+    """Every point's finished attempts (the sweep's own records: fastgrok.sweep.state)."""
+    from ..sweep import load_sweep, read_attempts
+    from ..sweep.state import FINISHED
+    return [rec for name in sorted(load_sweep(root).names()) for rec in read_attempts(root, name)
+            if rec.get("status") in FINISHED]
 
 
 def measure_sweep(points: int, jobs: int, steps: int = 10) -> dict[str, list[float]]:

@@ -13,17 +13,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from .results import SETS, best_record, read_history, sweep_rows
-from .sweep import SPEC_FILE, Sweep, format_value, load_sweep
+from .. import runfolder
+from ..sets import PHASES, SPLITS
+from .grid import format_value
+from .results import best_record, sweep_rows
+from .spec import SPEC_FILE, Sweep, load_sweep
+from .state import FINISHED
 
-PHASE_COLORS = {
-    "not_learned": "#d9d9d9", "id_memorization": "#9ecae1", "id_generalization": "#3182bd",
-    "ood_memorization": "#fdae6b", "ood_generalization": "#d62728", "mixed": "#bcbddc",
-}
-PHASE_LABELS = {"not_learned": "not learned", "id_memorization": "i.d. memorization",
-                "id_generalization": "i.d. generalization", "ood_memorization": "o.o.d. memorization",
-                "ood_generalization": "o.o.d. generalization", "mixed": "mixed"}
-SET_COLORS = {"train": "#1f77b4", "id_test": "#2ca02c", "ood_train": "#ff7f0e", "ood_test": "#d62728"}
+PHASE_COLORS = dict(zip(PHASES, ("#d9d9d9", "#9ecae1", "#3182bd", "#fdae6b", "#d62728", "#bcbddc")))
+PHASE_LABELS = dict(zip(PHASES, ("not learned", "i.d. memorization", "i.d. generalization", "o.o.d. memorization",
+                                 "o.o.d. generalization", "mixed")))
+SET_COLORS = dict(zip(SPLITS, ("#1f77b4", "#2ca02c", "#ff7f0e", "#d62728")))
 MAX_CURVE_PANELS = 64
 
 
@@ -85,7 +85,7 @@ def phase_diagram(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
                     cell = [row for row in rows if (x_ax is None or row[x_ax] == xv) and (y_ax is None or row[y_ax] == yv)
                             and (p_ax is None or row[p_ax] == pv)]
                     phase = _majority([row[f"phase_{which}"] for row in cell])
-                    done = all(row["status"] in ("done", "stopped") for row in cell)
+                    done = all(row["status"] in FINISHED for row in cell)
                     color = PHASE_COLORS.get(phase, "white") if phase else "white"
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=color, edgecolor="white",
                                                hatch=None if done or not phase else "//"))
@@ -112,7 +112,14 @@ def phase_diagram(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
 
 
 def _histories(sweep: Sweep, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    return [(row, h) for row in rows if (h := read_history(sweep.root / row["run_dir"]))]
+    return [(row, h) for row in rows if (h := _history(sweep.root / row["run_dir"]))]
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        return runfolder.read_history(run_dir, slim=True)
+    except runfolder.RunFolderError:
+        return []  # a damaged run: its row says why; the figures go on
 
 
 def kshot(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
@@ -143,7 +150,7 @@ def kshot(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
 
 def _curve_panel(ax: Any, history: list[dict[str, Any]], title: str, small: bool) -> None:
     steps = [r["step"] for r in history]
-    for s in SETS:
+    for s in SPLITS:
         ax.plot(steps, [r["sets"][s]["acc_last"] for r in history], color=SET_COLORS[s], lw=0.9, label=s)
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=6 if small else 9)
@@ -175,7 +182,7 @@ def run_curves(run_dir: Path, history: list[dict[str, Any]], out: Path) -> Path:
     plt = _plt()
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     steps = [r["step"] for r in history]
-    for s in SETS:
+    for s in SPLITS:
         axs[0].plot(steps, [r["sets"][s]["acc"] for r in history], color=SET_COLORS[s], label=s)
         axs[1].plot(steps, [r["sets"][s]["acc_last"] for r in history], color=SET_COLORS[s], label=s)
     for ax, what in zip(axs, ("all shots", "last shot")):
@@ -191,7 +198,7 @@ def run_kshot(run_dir: Path, history: list[dict[str, Any]], out: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     last, best = history[-1], best_record(history)
-    for s in SETS:
+    for s in SPLITS:
         ax.plot(last["sets"][s]["kshot"], color=SET_COLORS[s], label=f"{s} (step {last['step']})")
     ax.plot(best["sets"]["ood_test"]["kshot"], color=SET_COLORS["ood_test"], ls="--",
             label=f"ood_test, best ckpt (step {best['step']})")
@@ -214,7 +221,7 @@ def plot_sweep(root: str | Path, out: str | Path | None = None, kinds: tuple[str
     sweep = load_sweep(root)
     out = Path(out) if out is not None else sweep.root
     out.mkdir(parents=True, exist_ok=True)
-    rows = sweep_rows(sweep, slurm=False)
+    rows = sweep_rows(sweep)
     if not any(r["steps"] for r in rows):
         if quiet:
             return []
@@ -229,9 +236,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Draw one run's curves.png and kshot.png."""
     _plt()
     run_dir = Path(run_dir)
-    history = read_history(run_dir)
+    history = runfolder.read_history(run_dir, slim=True)
     if not history:
-        raise ValueError(f"{str(run_dir)!r} has no evaluation yet (metrics.jsonl is empty or missing)")
+        raise ValueError(f"{str(run_dir)!r} has no evaluation yet ({runfolder.METRICS} is empty or missing)")
     out = Path(out) if out is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
     return [f(run_dir, history, out) for f in RUN_PLOTS.values()]
@@ -242,6 +249,6 @@ def plot_path(path: str | Path, out: str | Path | None = None) -> list[Path]:
     path = Path(path)
     if (path / SPEC_FILE).is_file():
         return plot_sweep(path, out)
-    if (path / "config.json").is_file():
+    if (path / runfolder.CONFIG).is_file():
         return plot_run(path, out)
-    raise ValueError(f"{str(path)!r} is neither a sweep folder ({SPEC_FILE}) nor a run folder (config.json)")
+    raise ValueError(f"{str(path)!r} is neither a sweep folder ({SPEC_FILE}) nor a run folder ({runfolder.CONFIG})")

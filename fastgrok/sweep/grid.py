@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any, Sequence, get_type_hints
 
-from .config import FIELD_SECTION, SECTIONS, _coerce, _unknown_field
+from ..config import FIELD_SECTION, SECTIONS, _coerce, _unknown_field
 
 PER_RUN = ("out_dir", "run_name")           # set per point by the sweep, never an axis nor part of the base
 
