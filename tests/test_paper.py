@@ -251,7 +251,7 @@ def test_rerun_keeps_the_earlier_fastgrok_run(tmp_path):
 
 def test_readme_flag_table_names_every_flag():
     from pathlib import Path
-    text = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    text = Path(__file__).resolve().parent.parent.joinpath("docs", "paper.md").read_text()
     section = text.split("## Coming from the paper's code", 1)[1].split("\n## ", 1)[0]
     missing = [name for name in PAPER_PARSER if f"`--{name}`" not in section]
     assert missing == []
