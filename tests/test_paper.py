@@ -249,7 +249,7 @@ def test_rerun_keeps_the_earlier_fastgrok_run(tmp_path):
     assert len((next((tmp_path / "data").iterdir())).read_text().splitlines()) == 2  # header + step 1
 
 
-def test_readme_flag_table_names_every_flag():
+def test_docs_flag_table_names_every_flag():
     from pathlib import Path
     text = Path(__file__).resolve().parent.parent.joinpath("docs", "paper.md").read_text()
     section = text.split("## Coming from the paper's code", 1)[1].split("\n## ", 1)[0]
