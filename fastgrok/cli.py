@@ -128,7 +128,7 @@ FIELD_FLAGS = {
     "grid": "--grid FIELD=VALUES, --seeds S1,S2 or a [grid] table in --config (and --preset for the base)",
     "partition": "--partition NAME", "gpus_per_job": "--gpus-per-job N", "time": "--time HH:MM:SS",
     "array_parallelism": "--array-parallelism K", "jobs": "--jobs N", "engine": "--engine NAME",
-    "stop_when_settled": "--stop-when-settled K",
+    "stop_when_settled": "--stop-when-settled K", "dist_backend": "--dist-backend gloo|nccl|auto",
 }
 
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import torch
 from torch import Tensor
 
+from .config import FieldError
 from .envinfo import resolve_device
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun (and by torch.distributed.run)
@@ -91,7 +92,7 @@ class Dist:
             raise ValueError(f"dist_backend='nccl' needs CUDA devices, but device={name!r} resolves to {dev}; "
                              "use --dist-backend gloo (or auto) on the CPU")
         if self.requested == "nccl" and not _nccl_available():
-            raise ValueError("dist_backend='nccl' but this torch build has no NCCL; use --dist-backend gloo or auto")
+            raise FieldError("dist_backend", "dist_backend='nccl' but this torch build has no NCCL; use 'gloo' or 'auto'")
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         return dev

@@ -21,14 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def one_thread():
-    """Timing runs on one thread: two threads on a busy 2-core machine spin-wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ---- core helpers -----------------------------------------------------------------------------------
 def test_timing_rate_swaps_quantiles():

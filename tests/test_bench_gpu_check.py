@@ -19,13 +19,6 @@ CPU = torch.device("cpu")
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _failures(rec):
     return [n for n in rec.notes if " failed: " in n]

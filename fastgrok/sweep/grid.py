@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any, Sequence, get_type_hints
 
-from ..config import FIELD_SECTION, SECTIONS, _coerce, _unknown_field
+from ..config import FIELD_SECTION, SECTIONS, FieldError, _coerce, _unknown_field
 
 PER_RUN = ("out_dir", "run_name")           # set per point by the sweep, never an axis nor part of the base
 
@@ -91,7 +91,7 @@ def parse_grid(specs: Sequence[str] = (), seeds: str | None = None,
     for item in specs:
         name, sep, spec = item.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"--grid {item!r} must be field=v1,v2,… or field=start:stop:step")
+            raise FieldError("grid", f"grid axis {item!r} must be field=v1,v2,… or field=start:stop:step")
         add(name, spec)
     if seeds is not None:
         add("seed", seeds)
