@@ -74,9 +74,14 @@ def _add_sweep_parser(sub: Any) -> None:
                    "else 1); each gets one GPU, or an even share of the CPU threads")
     w.add_argument("--engine", default="local", help="local (default) or slurm")
     w.add_argument("--partition", default=None, help="slurm: partition")
-    w.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs per point (default 1)")
-    w.add_argument("--time", default="6:00:00", help="slurm: time limit per job; a timed-out job requeues and "
+    w.add_argument("--gpus-per-job", type=int, default=None, help="slurm: GPUs per point (default: 1 where the "
+                   "partition has GPUs, else 0)")
+    w.add_argument("--cpus-per-job", type=int, default=None, help="slurm: CPUs per point, torch's threads "
+                   "(default: SLURM's)")
+    w.add_argument("--time", default="6:00:00", help="slurm: time limit per job; a job near it saves, requeues and "
                    "resumes from last.pt (default 6:00:00)")
+    w.add_argument("--max-requeues", type=int, default=100, metavar="N", help="slurm: requeues on reaching the "
+                   "time limit before a point stops (default 100)")
     w.add_argument("--array-parallelism", type=int, default=None, metavar="K", help="slurm: jobs running at once")
     w.add_argument("--retry-failed", action="store_true", help="run the failed points again")
     w.add_argument("--status", action="store_true", help="print the table of points and write results.csv; run nothing")
@@ -110,8 +115,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if jobs is None:
         import torch
         jobs = max(1, torch.cuda.device_count()) if args.engine == "local" else 1
-    slurm = SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job, time=args.time,
-                         array_parallelism=args.array_parallelism)
+    slurm = SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                         time=args.time, array_parallelism=args.array_parallelism, max_requeues=args.max_requeues)
     opts = SweepOptions(engine=args.engine, jobs=jobs, retry_failed=args.retry_failed,
                         stop_when_settled=sweep.stop_when_settled, plots=not args.no_plots, slurm=slurm)
     final = run_sweep(sweep, opts, log=(lambda _: None) if args.quiet else lambda m: print(m, flush=True))
@@ -126,7 +131,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 # The flag that sets each field a library error (config.FieldError) names.
 FIELD_FLAGS = {
     "grid": "--grid FIELD=VALUES, --seeds S1,S2 or a [grid] table in --config (and --preset for the base)",
-    "partition": "--partition NAME", "gpus_per_job": "--gpus-per-job N", "time": "--time HH:MM:SS",
+    "partition": "--partition NAME", "gpus_per_job": "--gpus-per-job N", "cpus_per_job": "--cpus-per-job N",
+    "max_requeues": "--max-requeues N", "time": "--time HH:MM:SS",
     "array_parallelism": "--array-parallelism K", "jobs": "--jobs N", "engine": "--engine NAME",
     "stop_when_settled": "--stop-when-settled K", "dist_backend": "--dist-backend gloo|nccl|auto",
 }

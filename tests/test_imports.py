@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"fastgrok": ROOT / "fastgrok", "fastgrok.kernels": ROOT / "kernels"}
 # fastgrok.sweep's layers, lowest first: a module imports only from those before it, and results and plot
 # (the readers) never from the worker, the engines or the driver.
-SWEEP_LAYERS = ("grid", "spec", "state", "worker", "engines", "results", "plot", "driver")
+SWEEP_LAYERS = ("grid", "spec", "state", "results", "plot", "worker", "engines", "driver")
 SWEEP_READERS_AVOID = {"results": {"worker", "engines", "plot", "driver"}, "plot": {"worker", "engines", "driver"}}
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", "env.json", ".lock")
 

@@ -11,7 +11,7 @@ import torch
 from fastgrok import Config, train
 from fastgrok.cli import main
 from fastgrok.sweep import (PointJob, SweepOptions, get_engine, load_sweep, open_sweep, parse_grid, parse_time,
-                            point_name, point_status, queued_states, run_row, run_sweep, settled, sweep_rows,
+                            point_name, point_status, engine_states, run_row, run_sweep, settled, sweep_rows,
                             write_results)
 
 TINY = dict(steps=40, eval_every=10)
@@ -92,7 +92,7 @@ def test_impossible_point_is_refused_before_anything_starts(tmp_path, capsys):
 
 
 def test_engines_registry_and_time():
-    assert all(callable(get_engine(n).run) and callable(get_engine(n).queued) for n in ("local", "slurm"))
+    assert all(callable(get_engine(n).run) and callable(get_engine(n).held) for n in ("local", "slurm"))
     with pytest.raises(ValueError, match="unknown sweep engine 'lsf'; engines: local, slurm"):
         get_engine("lsf")
     assert [parse_time(t) for t in ("6:00:00", "90", "30:00", "1-12", "1-00:30:00")] == [360, 90, 30, 2160, 1470]
@@ -260,12 +260,14 @@ def test_local_sweep_end_to_end_in_process(tmp_path):
     assert main(["sweep", str(sweep.root), "--status"]) == 0
 
 
-# ---- SLURM without a cluster --------------------------------------------------------------------------
+# ---- SLURM without a cluster: the script submitit writes (tests/test_slurm.py has a real cluster) -----
 FAKE = """#!/bin/sh
 echo "$0 $@" >> "{log}"
 case "$(basename $0)" in
   sbatch) cp "$1" "{rec}/script.sh"; echo "Submitted batch job 4242";;
-  sacct) printf 'JobID|State\\n'; cat "{rec}/sacct.txt" 2>/dev/null;;
+  squeue) cat "{rec}/squeue.txt" 2>/dev/null;;
+  sinfo) echo "gpu:4";;
+  scontrol) echo "AccountingStorageType   = accounting_storage/none";;
 esac
 """
 
@@ -274,7 +276,7 @@ esac
 def fake_slurm(tmp_path, monkeypatch):
     rec = tmp_path / "slurm"
     (rec / "bin").mkdir(parents=True)
-    for tool in ("sbatch", "srun", "squeue", "sacct", "scancel"):
+    for tool in ("sbatch", "srun", "squeue", "sinfo", "scontrol", "scancel"):
         p = rec / "bin" / tool
         p.write_text(FAKE.format(log=rec / "calls.log", rec=rec))
         p.chmod(0o755)
@@ -307,18 +309,19 @@ def test_slurm_array_script_and_resume(tmp_path, fake_slurm, capsys):
     assert isinstance(requeued.function, PointJob) and requeued.function.name == jobs[0].name
     assert requeued.function() == "done"  # the array task's work, in process: trains the point
     # again while the rest is queued: nothing is submitted twice
-    (fake_slurm / "sacct.txt").write_text("".join(f"4242_{i}|PENDING\n" for i in range(4)))
+    (fake_slurm / "squeue.txt").write_text("".join(f"4242_{i}|PENDING\n" for i in range(4)))
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "3 point(s) already queued" in out and "nothing to submit" in out
     assert (fake_slurm / "calls.log").read_text().count("sbatch") == 1
-    rows = {r["name"]: r["status"] for r in sweep_rows(sweep, queued_states(sweep))}
+    rows = {r["name"]: r["status"] for r in sweep_rows(sweep, engine_states(sweep))}
     assert rows[jobs[0].name] == "done" and sorted(rows.values()) == ["done", "queued", "queued", "queued"]
-    # jobs that died: submitted again, as a new array of what is left
-    (fake_slurm / "sacct.txt").write_text("".join(f"4242_{i}|FAILED\n" for i in range(4)))
+    # jobs cancelled: submitted again, as a new array of what is left, every job id kept
+    (fake_slurm / "squeue.txt").write_text("".join(f"4242_{i}|CANCELLED\n" for i in range(4)))
     assert main(args) == 0
     assert "submitted SLURM array 4242: 3 point(s)" in capsys.readouterr().out
     assert "#SBATCH --array=0-2%2" in (fake_slurm / "script.sh").read_text()
+    assert [len((sweep.state / f"{n}.job").read_text().split()) for n in names] == [1, 2, 2, 2]
 
 
 def test_slurm_needs_partition_and_tools(tmp_path, monkeypatch, capsys):

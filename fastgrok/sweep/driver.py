@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import FieldError
-from .engines import ENGINES, EngineCall, SlurmOptions, get_engine
+from .engines import EngineCall, SlurmOptions, engine_states, get_engine
 from .plot import PlotUnavailable, plot_sweep
 from .results import print_table, write_results
 from .spec import Sweep
@@ -37,18 +37,9 @@ def todo(sweep: Sweep, retry_failed: bool = False) -> tuple[list[str], dict[str,
     return launch, states
 
 
-def queued_states(sweep: Sweep) -> dict[str, str]:
-    """Points an engine holds that their run folders do not show yet (a SLURM job waiting for a node)."""
-    names = sweep.names()
-    out: dict[str, str] = {}
-    for name in ENGINES:
-        out.update(get_engine(name).queued(sweep, names))
-    return out
-
-
 def print_status(sweep: Sweep) -> list[dict[str, Any]]:
     """Rewrite results.csv/.jsonl and print the table of points, with what the engines hold."""
-    rows = write_results(sweep, queued_states(sweep))
+    rows = write_results(sweep, engine_states(sweep))
     print_table(sweep, rows)
     return rows
 
@@ -60,6 +51,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions, log: Any = print) -> dict[str, s
     if opts.stop_when_settled is not None and opts.stop_when_settled < 1:
         raise FieldError("stop_when_settled", f"stop_when_settled={opts.stop_when_settled} must be ≥ 1")
     engine = get_engine(opts.engine)
+    engine_states(sweep)  # what the engines know first: a job SLURM reports failed makes its point failed
     launch, states = todo(sweep, opts.retry_failed)
     counts = {s: sum(v == s for v in states.values()) for s in sorted(set(states.values()))}
     log(f"sweep {sweep.root}: {len(states)} points ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
@@ -68,7 +60,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions, log: Any = print) -> dict[str, s
     plots = {"on": opts.plots}
 
     def on_change() -> None:
-        write_results(sweep, queued_states(sweep))
+        write_results(sweep, engine_states(sweep))
         if plots["on"]:
             try:
                 plot_sweep(sweep.root, quiet=True)
@@ -79,7 +71,8 @@ def run_sweep(sweep: Sweep, opts: SweepOptions, log: Any = print) -> dict[str, s
                 log(f"  figures not redrawn ({one_line(e)}); `fastgrok plot {sweep.root}` draws them")
 
     busy = [n for n, s in states.items() if s == RUNNING]
-    engine.run(sweep, launch, busy, EngineCall(opts.jobs, opts.stop_when_settled, opts.slurm, on_change, log))
+    engine.run(sweep, launch, busy, EngineCall(opts.jobs, opts.stop_when_settled, opts.slurm, on_change, log,
+                                               opts.plots))
     final = {name: point_status(sweep.root, name) for name in sweep.names()}
     on_change()
     return final

@@ -4,14 +4,15 @@ name → engine | "module:attr", one resolver, one error that lists what exists.
 An engine has two methods:
     run(sweep, launch, busy, call)   start `launch`; wait for `busy` (points another worker holds now), then
                                      look at them again; call.on_change() after any point ends
-    queued(sweep, names) -> dict     the engine's own state of points it holds that no run folder shows yet
-                                     (name → "queued"): what fastgrok.sweep.results is given
+    held(sweep, names) -> dict       points it holds that their run folders do not show yet: name → queued |
+                                     running | unknown (what fastgrok.sweep.results is given; never resubmitted)
 Both engines run `worker.PointJob` through submitit (https://github.com/facebookincubator/submitit):
 
 - local: submitit's LocalExecutor, one subprocess per point, `jobs` at a time, one GPU each where there
   are GPUs (CUDA_VISIBLE_DEVICES), the CPU threads split evenly otherwise; waits until all are done.
-- slurm: one SLURM job array (`array_parallelism` at a time); submitit's checkpoint protocol requeues a
-  timed-out or preempted job, which resumes its point from last.pt. Submits and returns.
+- slurm: one SLURM job array (`array_parallelism` at a time); a job signalled before its time limit or
+  preempted saves its run and submitit requeues it, to resume from last.pt. Submits and returns. Job
+  states come from squeue (no accounting needed), then sacct through submitit where accounting is on.
 """
 from __future__ import annotations
 
@@ -19,20 +20,22 @@ import importlib
 import os
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from .. import runfolder
 from ..checkpoint import atomic_write_text
 from ..config import FieldError
-from .spec import Sweep
-from .state import FINISHED, QUEUED, RUNNING, TO_LAUNCH, point_status, record_failure, state_file
+from .plot import PlotUnavailable, plot_sweep
+from .results import write_results
+from .spec import Sweep, load_sweep
+from .state import FAILED, FINISHED, QUEUED, RUNNING, TO_LAUNCH, UNKNOWN, point_status, record_failure, state_file
 from .worker import PointJob
 
 POLL_S = 0.2
-ACTIVE_SLURM = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
-                "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING")
 
 
 def _submitit() -> Any:
@@ -65,6 +68,7 @@ class EngineCall:
     slurm: "SlurmOptions"
     on_change: Callable[[], None]
     log: Callable[[str], None]
+    plots: bool = True
 
 
 def local_slots(jobs: int) -> tuple[list[list[int]], int]:
@@ -81,7 +85,7 @@ def local_slots(jobs: int) -> tuple[list[list[int]], int]:
 class LocalEngine:
     """submitit's LocalExecutor: one subprocess per point, `jobs` at a time; returns when all have ended."""
 
-    def queued(self, sweep: Sweep, names: list[str]) -> dict[str, str]:
+    def held(self, sweep: Sweep, names: list[str], record: bool = True) -> dict[str, str]:
         return {}  # a point it runs holds its run folder's lock: the folder says "running"
 
     def run(self, sweep: Sweep, launch: list[str], busy: list[str], call: EngineCall) -> None:
@@ -162,88 +166,228 @@ def parse_time(text: str) -> int:
 
 @dataclass
 class SlurmOptions:
-    """The SLURM engine's options: one job array on `partition`, `gpus_per_job` GPUs and `time` each,
-    `array_parallelism` jobs at once (SLURM's default: all), `extra` more sbatch parameters (submitit's names)."""
+    """The SLURM engine's options: one job array on `partition`, each job `gpus_per_job` GPUs (None: 1 where
+    the partition has GPUs, else 0), `cpus_per_job` CPUs (None: SLURM's default) and `time`; `array_parallelism`
+    jobs at once (SLURM's default: all); a job that reaches its time limit is requeued up to `max_requeues`
+    times and resumes from last.pt; `extra`: more sbatch parameters (submitit's names)."""
 
     partition: str | None = None
-    gpus_per_job: int = 1
+    gpus_per_job: int | None = None
+    cpus_per_job: int | None = None
     time: str = "6:00:00"
     array_parallelism: int | None = None
+    max_requeues: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> int:
         """The time limit in minutes, after checking every field."""
         if not self.partition:
             raise FieldError("partition", "the slurm engine needs a partition (SlurmOptions.partition)")
-        if self.gpus_per_job < 0:
-            raise FieldError("gpus_per_job", f"gpus_per_job={self.gpus_per_job} must be ≥ 0")
-        if self.array_parallelism is not None and self.array_parallelism < 1:
-            raise FieldError("array_parallelism", f"array_parallelism={self.array_parallelism} must be ≥ 1")
+        for name in ("gpus_per_job", "cpus_per_job", "array_parallelism", "max_requeues"):
+            value, least = getattr(self, name), 0 if name in ("gpus_per_job", "max_requeues") else 1
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise FieldError(name, f"{name}={value!r} must be an integer ≥ {least}")
         try:
             return parse_time(self.time)
         except ValueError as e:
             raise FieldError("time", str(e)) from None
 
 
-def _job_ids(sweep: Sweep, names: list[str]) -> dict[str, str]:
-    """The SLURM job id recorded for each of these points that has one."""
-    jobs = {}
-    for name in names:
-        path = state_file(sweep.root, name, "job")
-        if path.is_file():
-            jobs[name] = path.read_text().strip()
-    return jobs
+# SLURM's job states (squeue, sacct) as a point's: waiting for a node, on one, or ended in a failure.
+SLURM_QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESIZING",
+                "RESV_DEL_HOLD", "SPECIAL_EXIT")
+SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
+SLURM_FAILED = ("FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
 
 
-def slurm_states(sweep: Sweep, names: list[str]) -> dict[str, str]:
-    """SLURM's state of the jobs recorded for these points (name → state, for points with a job), through
-    submitit's job-state API (one sacct call for all of them)."""
-    jobs = _job_ids(sweep, names)
-    if not jobs or shutil.which("sacct") is None:
+class SlurmUnavailable(ValueError):
+    """The SLURM tools are missing or the controller does not answer."""
+
+
+def _slurm(*args: str, timeout: float = 30) -> str:
+    """A SLURM command's stdout; SlurmUnavailable with its first error line when it fails."""
+    if shutil.which(args[0]) is None:
+        raise SlurmUnavailable(f"{args[0]} is not on PATH (run on a SLURM login node)")
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable(f"{args[0]} did not answer in {timeout:g} s (is the SLURM controller up?)") from None
+    except OSError as e:
+        raise SlurmUnavailable(f"{args[0]} cannot run: {e.strerror or e}") from None
+    if done.returncode != 0:
+        err = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}").splitlines()[0]
+        if "unable to contact slurm controller" in err.lower():
+            raise SlurmUnavailable(f"the SLURM controller does not answer ({args[0]}: {err})")
+        raise SlurmUnavailable(f"{args[0]} failed: {err}")
+    return done.stdout
+
+
+def job_history(sweep: Sweep, name: str) -> list[str]:
+    """Every SLURM job id submitted for a point, oldest first (state/<point>.job, one a line)."""
+    path = state_file(sweep.root, name, "job")
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def _record_job(sweep: Sweep, name: str, job_id: str) -> None:
+    path = state_file(sweep.root, name, "job")
+    atomic_write_text("".join(j + "\n" for j in [*job_history(sweep, name), job_id]), path)
+
+
+def _accounting() -> bool:
+    """Whether sacct can answer (SLURM's accounting storage is on)."""
+    try:
+        config = _slurm("scontrol", "show", "config")
+    except SlurmUnavailable:
+        return False
+    m = re.search(r"^AccountingStorageType\s*=\s*(\S+)", config, re.M)
+    return bool(m) and m.group(1) != "accounting_storage/none" and shutil.which("sacct") is not None
+
+
+def slurm_states(job_ids: list[str], folder: Any = None) -> dict[str, str]:
+    """SLURM's state of each job: squeue for the jobs it still lists (it needs no accounting), then, for the
+    others, sacct through submitit's job-state API where accounting is on. A job neither knows is
+    missing from the answer (it ended and was forgotten); SlurmUnavailable when squeue cannot answer."""
+    if not job_ids:
         return {}
-    submitit = _submitit()
-    handles = {name: submitit.SlurmJob(folder=sweep.root / ".submitit" / "%j", job_id=j) for name, j in jobs.items()}
-    states = {name: job.state for name, job in handles.items()}  # the first asks sacct for all registered jobs
-    return {name: st.split()[0] for name, st in states.items() if st and st.upper() != "UNKNOWN"}
+    import getpass
+    out = {}
+    for line in _slurm("squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-u", getpass.getuser()).splitlines():
+        job, _, state = line.strip().partition("|")
+        if job in job_ids and state:
+            out[job] = state.split()[0].upper()
+    rest = [j for j in job_ids if j not in out]
+    if rest and _accounting():
+        submitit = _submitit()
+        handles = {j: submitit.SlurmJob(folder=folder or ".", job_id=j) for j in rest}
+        for j, job in handles.items():  # the first asks sacct about every registered job at once
+            state = job.state.split()[0].upper() if job.state else ""
+            if state and state != "UNKNOWN":
+                out[j] = state
+    return out
+
+
+def point_jobs(sweep: Sweep, names: list[str]) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """(point → its latest job id, job id → SLURM's state, why SLURM could not answer or None)."""
+    latest = {n: h[-1] for n in names if (h := job_history(sweep, n))}
+    try:
+        return latest, slurm_states(list(latest.values()), sweep.root / ".submitit" / "%j"), None
+    except SlurmUnavailable as e:
+        return latest, {}, str(e)
 
 
 class SlurmEngine:
-    """One SLURM job array of what is left; submitit's checkpoint protocol requeues a timed-out or
-    preempted job, which resumes its point from last.pt. Submits and returns."""
+    """One SLURM job array of what is left; a job that reaches its time limit or is preempted saves its run
+    (the worker) and submitit requeues it, to resume from last.pt. Submits and returns; each worker
+    rewrites results.csv and the figures when its point ends."""
 
-    def queued(self, sweep: Sweep, names: list[str]) -> dict[str, str]:
-        return {n: QUEUED for n, st in slurm_states(sweep, names).items() if st.upper() in ACTIVE_SLURM}
+    def held(self, sweep: Sweep, names: list[str], record: bool = True) -> dict[str, str]:
+        """Points whose latest job SLURM still holds (queued, running) or that cannot be checked (unknown);
+        a job SLURM reports failed makes its point failed, with the reason (with `record`)."""
+        latest, states, trouble = point_jobs(sweep, names)
+        out = {}
+        for name, job in latest.items():
+            st = point_status(sweep.root, name)
+            if st in FINISHED or st == FAILED:
+                continue
+            slurm = states.get(job)
+            if trouble is not None:
+                out[name] = UNKNOWN
+            elif slurm in SLURM_QUEUED:
+                out[name] = QUEUED
+            elif slurm in SLURM_RUNNING:
+                out[name] = RUNNING
+            elif slurm in SLURM_FAILED and record:
+                record_failure(sweep.root, name, f"SLURM job {job} ended {slurm}")
+        return out
 
     def run(self, sweep: Sweep, launch: list[str], busy: list[str], call: EngineCall) -> None:
         submitit = _submitit()
         opts, log = call.slurm, call.log
         minutes = opts.check()
-        if shutil.which("srun") is None or shutil.which("sbatch") is None:
-            raise ValueError("the slurm engine needs sbatch and srun on PATH (run it on a SLURM login node)")
-        queued = list(self.queued(sweep, launch))
-        submit = [n for n in launch if n not in queued]
-        if queued:
-            log(f"  {len(queued)} point(s) already queued or running in SLURM: not submitted again")
+        for tool in ("sbatch", "srun"):
+            if shutil.which(tool) is None:
+                raise ValueError("the slurm engine needs sbatch and srun on PATH (run it on a SLURM login node)")
+        try:
+            gpus = _partition_gpus(opts.partition, opts.gpus_per_job)
+        except SlurmUnavailable as e:
+            raise SlurmUnavailable(f"{e}: nothing submitted") from None
+        latest, states, trouble = point_jobs(sweep, launch)
+        if trouble is not None and latest:
+            raise SlurmUnavailable(f"cannot tell whether the points' earlier jobs still run ({trouble}): nothing "
+                                   "submitted, so that none runs twice; try again when SLURM answers")
+        held = self.held(sweep, launch, record=False)  # the driver recorded failures before choosing `launch`
+        submit = [n for n in launch if n not in held]
+        if held:
+            log(f"  {len(held)} point(s) already queued or running in SLURM: not submitted again")
         if not submit:
             log("nothing to submit")
             return
-        ex = submitit.SlurmExecutor(folder=sweep.root / ".submitit" / "%j")
+        ex = submitit.SlurmExecutor(folder=sweep.root / ".submitit" / "%j", max_num_timeout=opts.max_requeues)
         params: dict[str, Any] = dict(partition=opts.partition, time=minutes, job_name="fastgrok-sweep", nodes=1,
-                                      ntasks_per_node=1, signal_delay_s=120, stderr_to_stdout=True)
-        if opts.gpus_per_job:
-            params["gpus_per_node"] = opts.gpus_per_job
+                                      ntasks_per_node=1, signal_delay_s=SIGNAL_DELAY_S, stderr_to_stdout=True)
+        if gpus:
+            params["gpus_per_node"] = gpus
+        if opts.cpus_per_job:
+            params["cpus_per_task"] = opts.cpus_per_job
         if opts.array_parallelism:
             params["array_parallelism"] = opts.array_parallelism
         params.update(opts.extra)
         ex.update_parameters(**params)
-        with ex.batch():
-            jobs = [ex.submit(PointJob(sweep.root, name, None, call.stop_when_settled)) for name in submit]
+        try:
+            with ex.batch():
+                after = refresh if call.plots else refresh_results
+                jobs = [ex.submit(PointJob(sweep.root, name, None, call.stop_when_settled, after=after))
+                        for name in submit]
+        except Exception as e:  # noqa: BLE001 — submitit's FailedJobError holds sbatch's whole answer
+            lines = [ln.strip() for ln in str(e).splitlines() if "error" in ln.lower()] or str(e).splitlines() or [""]
+            raise ValueError(f"sbatch refused the job array: {lines[0]}") from None
         for name, job in zip(submit, jobs):
-            atomic_write_text(job.job_id + "\n", state_file(sweep.root, name, "job"))
+            _record_job(sweep, name, job.job_id)
         array = jobs[0].job_id.split("_")[0]
-        log(f"submitted SLURM array {array}: {len(jobs)} point(s), {opts.gpus_per_job} GPU(s) and {opts.time} each, "
+        log(f"submitted SLURM array {array}: {len(jobs)} point(s), {gpus} GPU(s) and {opts.time} each, "
             f"partition {opts.partition}; follow with `fastgrok sweep {sweep.root} --status`")
         call.on_change()
+
+
+SIGNAL_DELAY_S = 120   # SLURM signals a job (USR2) this long before its time limit: the worker saves, then requeues
+
+
+def _partition_gpus(partition: str, asked: int | None) -> int:
+    """GPUs a job asks for: `asked`, or 1 where the partition has GPUs and 0 where it has none; one line
+    for a partition SLURM does not know."""
+    out = _slurm("sinfo", "-h", "-p", partition, "-o", "%G")
+    if not out.strip():
+        try:
+            names = sorted({p.strip().rstrip("*") for p in _slurm("sinfo", "-h", "-o", "%P").split()})
+        except SlurmUnavailable:
+            names = []
+        raise FieldError("partition", f"SLURM has no partition {partition!r}"
+                         + (f"; partitions: {', '.join(names)}" if names else ""))
+    has_gpus = any("gpu" in g for g in out.split())
+    if asked is None:
+        return 1 if has_gpus else 0
+    if asked > 0 and not has_gpus:
+        raise FieldError("gpus_per_job", f"partition {partition!r} has no GPUs (gres {out.split()[0]}) but "
+                         f"gpus_per_job={asked}: ask for 0")
+    return asked
+
+
+def refresh_results(root: str | Path) -> None:
+    """Rewrite a sweep's results.csv/.jsonl (a SLURM worker, when its point ends)."""
+    sweep = load_sweep(root)
+    write_results(sweep, engine_states(sweep))
+
+
+def refresh(root: str | Path) -> None:
+    """Rewrite a sweep's results.csv/.jsonl and redraw its figures (a SLURM worker, when its point ends)."""
+    refresh_results(root)
+    try:
+        plot_sweep(root, quiet=True)
+    except PlotUnavailable:
+        pass
 
 
 # name → an engine, or "module:attribute" imported on first use.
@@ -263,3 +407,13 @@ def get_engine(name: str) -> Any:
         impl = getattr(importlib.import_module(module), attr)
         ENGINES[name] = impl
     return impl
+
+
+def engine_states(sweep: Sweep) -> dict[str, str]:
+    """Points an engine holds that their run folders do not show (a SLURM job waiting for a node: queued;
+    SLURM not answering: unknown), asking every engine."""
+    names = sweep.names()
+    out: dict[str, str] = {}
+    for name in ENGINES:
+        out.update(get_engine(name).held(sweep, names))
+    return out

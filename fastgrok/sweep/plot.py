@@ -9,6 +9,7 @@ name → function, one resolver.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +44,7 @@ def _plt() -> Any:
 
 def _save(fig: Any, path: Path) -> Path:
     """Write through a temporary name so a reader never sees half a PNG."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")  # two workers may draw at once
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     tmp.replace(path)
     _plt().close(fig)

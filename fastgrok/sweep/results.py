@@ -18,7 +18,7 @@ from ..checkpoint import atomic_write_text
 from ..sets import LEARNED_PHASES, PHASES, SPLITS
 from .grid import format_value, point_name
 from .spec import Sweep
-from .state import QUEUED, STATES, TO_LAUNCH, failure_reason, point_status, read_attempts
+from .state import STATES, TO_LAUNCH, UNKNOWN, failure_reason, point_status, read_attempts
 
 RESULTS_CSV, RESULTS_JSONL = "results.csv", "results.jsonl"
 
@@ -68,17 +68,17 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     return row
 
 
-def sweep_rows(sweep: Sweep, queued: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """One row per point of the sweep, in grid order; `queued`: the points an engine holds that their run
-    folders do not show yet (fastgrok.sweep.driver.queued_states asks the engines)."""
-    queued = queued or {}
+def sweep_rows(sweep: Sweep, held: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per point of the sweep, in grid order; `held`: the points an engine holds that their run
+    folders do not show yet, name → queued | running | unknown (fastgrok.sweep.engine_states asks them)."""
+    held = held or {}
     rows = []
     for point in sweep.points():
         name = point_name(point)
         run_dir = sweep.runs / name
         status = point_status(sweep.root, name)
-        if status in TO_LAUNCH and name in queued:
-            status = QUEUED
+        if status in TO_LAUNCH and name in held:
+            status = held[name]
         attempts = [a for a in read_attempts(sweep.root, name) if "end" in a and "train_called" in a]
         wall = sum(a["end"] - a["train_called"] for a in attempts)
         row: dict[str, Any] = {"name": name, **point, "status": status,
@@ -103,9 +103,9 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
-def write_results(sweep: Sweep, queued: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def write_results(sweep: Sweep, held: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Rewrite SWEEP_DIR/results.csv and results.jsonl from the folders; returns the rows."""
-    rows = sweep_rows(sweep, queued)
+    rows = sweep_rows(sweep, held)
     if not rows:
         return rows
     cols = list(rows[0])
@@ -122,7 +122,7 @@ def write_results(sweep: Sweep, queued: Mapping[str, str] | None = None) -> list
 
 
 SHORT = dict(zip(PHASES, ("—", "id mem", "id gen", "ood mem", "ood gen", "mixed")))
-_STYLE = dict(zip(STATES, ("green", "green", "cyan", "blue", "yellow", "yellow", "dim", "red")))
+_STYLE = dict(zip(STATES, ("green", "green", "cyan", "blue", "magenta", "yellow", "yellow", "dim", "red")))
 
 
 def status_table(sweep: Sweep, rows: list[dict[str, Any]] | None = None) -> Any:
@@ -139,7 +139,8 @@ def status_table(sweep: Sweep, rows: list[dict[str, Any]] | None = None) -> Any:
     for r in rows:
         best = r["best_ood_test_acc"]
         steps = f"{r['steps']}/{r['steps_total']}" if r["steps_total"] else str(r["steps"])
-        note = r["reason"] or ("stopped once settled" if r["stopped_early"] else "")
+        note = r["reason"] or ("stopped once settled" if r["stopped_early"] else
+                               "SLURM does not answer: its job may still run" if r["status"] == UNKNOWN else "")
         st = r["status"]
         table.add_row(*(format_value(r[a]) for a in sweep.grid), f"[{_STYLE.get(st, '')}]{st}[/]",
                       SHORT.get(r["phase_final"], r["phase_final"] or ""), SHORT.get(r["phase_best"], r["phase_best"] or ""), f"{best:.3f}" if best is not None else "",

@@ -1,7 +1,7 @@
 """A point's state: its run folder's (fastgrok.runfolder: new, interrupted, running, done, settled) and
 the sweep's own bookkeeping in SWEEP_DIR/state/ — pending (no run folder yet), failed (a one-line reason
 in <point>.failed.json) — and every attempt to run it (<point>.attempts.jsonl). An engine adds "queued"
-(fastgrok.sweep.engines: a SLURM job waiting for a node).
+(fastgrok.sweep.engines: a SLURM job waiting for a node) and "unknown" (SLURM does not answer).
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from ..checkpoint import atomic_write_text
 from ..sets import SETTLED_PHASE
 from .spec import RUNS_DIR, STATE_DIR
 
-PENDING, QUEUED, FAILED = "pending", "queued", "failed"
+PENDING, QUEUED, FAILED, UNKNOWN = "pending", "queued", "failed", "unknown"  # UNKNOWN: the engine cannot tell
 RUNNING, FINISHED = runfolder.RUNNING, runfolder.FINISHED
 TO_LAUNCH = (PENDING, *runfolder.RESUMABLE)     # what a driver starts: nothing on disk yet, or resumable
-STATES = (*runfolder.FINISHED, RUNNING, QUEUED, *runfolder.RESUMABLE[::-1], PENDING, FAILED)  # a table's order
+STATES = (*runfolder.FINISHED, RUNNING, QUEUED, UNKNOWN, *runfolder.RESUMABLE[::-1], PENDING, FAILED)  # a table's order
 
 
 def state_file(root: str | Path, name: str, kind: str) -> Path:
