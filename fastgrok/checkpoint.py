@@ -1,8 +1,10 @@
 """Checkpoints: atomic writes, fastgrok's own format, and the paper code's state_dict format."""
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -35,8 +37,21 @@ def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save, atomically."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save, atomically. torch's zip writer reports a failed write (a full disk) as a RuntimeError
+    ("unexpected pos …"): it becomes the OSError it stands for, so callers handle one kind."""
+    def save(f: IO[bytes]) -> None:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            folder = Path(path).parent
+            try:
+                free = shutil.disk_usage(folder).free
+            except OSError:
+                free = None
+            if free is not None and free < 1 << 20:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+            raise OSError(errno.EIO, f"torch could not write the file ({str(e).splitlines()[0][:160]})") from None
+    _atomic_write(path, save)
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:

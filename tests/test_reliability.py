@@ -4,8 +4,10 @@ resume to the uninterrupted result bit for bit (CPU)."""
 import errno
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -200,6 +202,40 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous(tmp_path, full,
     d = tmp_path / "cut"
     assert torch.load(d / "last.pt")["step"] == 8 and not [p for p in d.iterdir() if p.suffix == ".tmp"]
     _same_as_full(d, full, losses_tail=STEPS - 8)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Real full disks: tmpfs mounts of a given size (root only; skipped where mounting is not allowed)."""
+    mounts = []
+
+    def mount(size: str) -> Path:
+        where = Path(tempfile.mkdtemp(prefix="fgd", dir="/tmp"))  # a short path: the files' sizes as a user's
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip() or done.returncode}")
+        mounts.append(where)
+        return where
+
+    yield mount
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+@pytest.mark.parametrize("size", [f"{k}k" for k in range(72, 129, 8)])
+def test_a_really_full_disk_is_one_line(small_disk, size, capsys):
+    """The disk fills at a different write for each size (best.pt, last.pt, their end); torch's zip writer
+    reports some of those as a RuntimeError ("unexpected pos"): each is one line, exit 2 (#21)."""
+    disk = small_disk(size)
+    code = main(["train", "--preset", "tiny", "--steps", "20", "--eval-every", "10", "--out-dir", str(disk),
+                 "--run-name", "r", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("fastgrok: error: cannot write") and "No space left on device" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not [p for p in (disk / "r").iterdir() if p.name.endswith(".tmp")]
 
 
 # ---- item 4: one process per run folder ------------------------------------------------------------
