@@ -95,6 +95,7 @@ def _add_sweep_parser(sub: Any) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .config import config_and_grid_from_toml
     from .sweep import SlurmOptions, SweepOptions, load_sweep, open_sweep, parse_grid, print_status, run_sweep
+    from .sweep.grid import fixed_and_axis
     if args.status:
         print_status(load_sweep(args.sweep_dir))
         return 0
@@ -110,7 +111,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     else:
         cfg = None
     grid = parse_grid(args.grid, args.seeds, table)
-    sweep, _ = open_sweep(args.sweep_dir, cfg, grid, args.stop_when_settled)
+    fixed_and_axis(overrides, grid)
     jobs = args.jobs
     if jobs is None:
         import torch
@@ -118,7 +119,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     slurm = SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
                          time=args.time, array_parallelism=args.array_parallelism, max_requeues=args.max_requeues)
     opts = SweepOptions(engine=args.engine, jobs=jobs, retry_failed=args.retry_failed,
-                        stop_when_settled=sweep.stop_when_settled, plots=not args.no_plots, slurm=slurm)
+                        stop_when_settled=args.stop_when_settled, plots=not args.no_plots, slurm=slurm)
+    opts.check()  # before the folder is made: a bad option leaves nothing behind
+    sweep, _ = open_sweep(args.sweep_dir, cfg, grid, args.stop_when_settled)
+    opts.stop_when_settled = sweep.stop_when_settled
     final = run_sweep(sweep, opts, log=(lambda _: None) if args.quiet else lambda m: print(m, flush=True))
     print_status(sweep)
     failed = [n for n, s in final.items() if s == "failed"]

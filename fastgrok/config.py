@@ -424,6 +424,10 @@ def config_and_grid_from_toml(path: str | Path, overrides: dict[str, Any] | None
         raise ValueError(f"{path}: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
     flat = Config.from_dict(data).to_flat() if data else {}  # checks section placement and field names
     explicit = {k: flat[k] for k in _flatten_keys(data)}
+    both = [k for k in grid if k.replace("-", "_") in explicit or (k == "seeds" and "seed" in explicit)]
+    if both:
+        raise ValueError(f"{path}: {', '.join(both)} {'is' if len(both) == 1 else 'are'} both fixed and in [grid]: "
+                         "give each field once")
     return Config.from_flat(_merge(_merge(PRESETS[preset], explicit), overrides or {})), grid
 
 

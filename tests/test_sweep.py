@@ -328,12 +328,18 @@ def test_slurm_needs_partition_and_tools(tmp_path, monkeypatch, capsys):
     root = tmp_path / "sw"
     code = main(["sweep", str(root), "--preset", "tiny", "--grid", "seed=1", "--engine", "slurm", "--no-plots"])
     assert code == 2 and "--partition" in capsys.readouterr().err
+    assert not root.exists()  # a bad option leaves no sweep folder behind
+    code = main(["sweep", str(root), "--preset", "tiny", "--grid", "seed=1", "--engine", "slurm", "--partition", "x",
+                 "--time", "2", "--no-plots"])
+    assert code == 2 and "requeue at once" in capsys.readouterr().err and not root.exists()
     from fastgrok.config import FieldError
     with pytest.raises(FieldError, match=r"needs a partition \(SlurmOptions.partition\)") as e:  # a Python caller
-        run_sweep(load_sweep(root), SweepOptions(engine="slurm", plots=False), log=lambda _: None)
+        run_sweep(open_sweep(root, Config.preset("tiny"), parse_grid(["seed=1"]))[0],
+                  SweepOptions(engine="slurm", plots=False), log=lambda _: None)
     assert e.value.field == "partition" and "--" not in str(e.value)
     monkeypatch.setenv("PATH", str(tmp_path))
-    code = main(["sweep", str(root), "--engine", "slurm", "--partition", "x", "--no-plots"])
+    code = main(["sweep", str(root), "--preset", "tiny", "--grid", "seed=1", "--engine", "slurm", "--partition", "x",
+                 "--no-plots"])
     assert code == 2 and "sbatch and srun" in capsys.readouterr().err
 
 
@@ -402,3 +408,62 @@ def test_killed_worker_is_recorded_and_retried(tmp_path):
     assert steps == list(range(10, 301, 10))
     attempts = [json.loads(l) for l in (sweep.state / "seed-1.attempts.jsonl").read_text().splitlines()]
     assert [a["status"] for a in attempts] == ["done"] and attempts[0]["resumed"]
+
+
+def test_bad_grids_and_options_are_one_line_and_leave_nothing(tmp_path, capsys):
+    """#21's battery: each a one-line error, exit 2, and no sweep folder made."""
+    root = tmp_path / "sw"
+    cases = [
+        (["--grid", "alpha=nan:1:0.1"], "'nan' is not a finite number"),
+        (["--grid", "alpha=0:1:inf"], "'inf' is not a finite number"),
+        (["--grid", "lr=0:1:0.00001"], "gives more than 10,000 values"),
+        (["--grid", "seed=1:200:1", "--grid", "alpha=0.01:1:0.01"], "the grid has 20,000 points (200 × 100)"),
+        (["--grid", "seed=1,2", "--seed", "3"], "seed is given a fixed value and made a grid axis"),
+        (["--grid", "n_id=8,16", "--n-pl", "4"], "n_id is given a fixed value and made a grid axis"),
+        (["--grid", "seed=1", "--jobs", "0"], "jobs=0 must be an integer ≥ 1"),
+        (["--grid", "seed=1", "--engine", "lsf"], "unknown sweep engine 'lsf'"),
+        (["--grid", "seed=1", "--stop-when-settled", "0"], "stop_when_settled=0 must be an integer ≥ 1"),
+    ]
+    for extra, message in cases:
+        assert main(["sweep", str(root), "--preset", "tiny", "--no-plots", *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and err.startswith("fastgrok: error:"), err
+        assert not root.exists(), extra
+    toml = tmp_path / "g.toml"
+    toml.write_text('preset = "tiny"\nseed = 4\n[grid]\nseed = [1, 2]\n')
+    assert main(["sweep", str(root), "--config", str(toml)]) == 2
+    assert "seed is both fixed and in [grid]" in capsys.readouterr().err and not root.exists()
+    # an existing sweep: a bad --stop-when-settled is refused and not saved
+    assert main(["sweep", str(root), "--preset", "tiny", "--steps", "10", "--eval-every", "10", "--seeds", "1",
+                 "--no-plots", "--quiet"]) == 0
+    assert main(["sweep", str(root), "--stop-when-settled", "0"]) == 2
+    assert load_sweep(root).stop_when_settled is None
+    capsys.readouterr()
+    assert main(["sweep", str(root), "--no-plots", "--quiet"]) == 0
+
+
+def test_damaged_metrics_and_stale_results_files(tmp_path, capsys):
+    """A record without sets, a garbage line in the middle, a non-object line: the table and the figures
+    name the file instead of crashing; a killed writer's old temporary files are cleaned up (#21)."""
+    sweep, _ = open_sweep(tmp_path / "sw", Config.preset("tiny", **TINY), parse_grid(["seed=1,2,3"]))
+    lines = {"seed-1": json.dumps({"step": 10, "x": 1}) + "\n",
+             "seed-2": json.dumps(_rec(10, "mixed")) + "\nnot json\n" + json.dumps(_rec(20, "mixed")) + "\n",
+             "seed-3": "[1, 2]\n" + json.dumps(_rec(10, "mixed")) + "\n"}
+    for name, text in lines.items():
+        run = sweep.runs / name
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps(sweep.config(sweep.point_of(name)).to_dict()))
+        (run / "metrics.jsonl").write_text(text)
+    stale = sweep.root / ".results.csv.abc123.tmp"
+    stale.write_text("half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    fresh = sweep.root / ".results.jsonl.def456.tmp"  # a live writer's
+    fresh.write_text("half")
+    assert main(["sweep", str(sweep.root), "--status"]) == 0
+    rows = {r["name"]: r for r in write_results(sweep)}
+    assert "the record of step 10 lacks the four sets' metrics" in rows["seed-1"]["reason"]
+    assert "line 2 is corrupt" in rows["seed-2"]["reason"] and "line 1 is corrupt" in rows["seed-3"]["reason"]
+    assert not stale.exists() and fresh.exists()
+    assert main(["plot", str(sweep.runs / "seed-1")]) == 2
+    err = capsys.readouterr().err
+    assert "lacks the four sets' metrics" in err and len(err.strip().splitlines()) == 1

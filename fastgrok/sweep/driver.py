@@ -23,6 +23,17 @@ class SweepOptions:
     plots: bool = True
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
+    def check(self) -> None:
+        """Every field, before anything is written (a bad option leaves no sweep folder behind)."""
+        if not isinstance(self.jobs, int) or self.jobs < 1:
+            raise FieldError("jobs", f"jobs={self.jobs!r} must be an integer ≥ 1")
+        if self.stop_when_settled is not None and (not isinstance(self.stop_when_settled, int)
+                                                   or self.stop_when_settled < 1):
+            raise FieldError("stop_when_settled", f"stop_when_settled={self.stop_when_settled!r} must be an integer ≥ 1")
+        get_engine(self.engine)
+        if self.engine == "slurm":
+            self.slurm.check()
+
 
 def todo(sweep: Sweep, retry_failed: bool = False) -> tuple[list[str], dict[str, str]]:
     """The points to launch now, and the state of every point."""
@@ -46,10 +57,7 @@ def print_status(sweep: Sweep) -> list[dict[str, Any]]:
 
 def run_sweep(sweep: Sweep, opts: SweepOptions, log: Any = print) -> dict[str, str]:
     """Launch what is left through the chosen engine; returns the final state of every point."""
-    if opts.jobs < 1:
-        raise FieldError("jobs", f"jobs={opts.jobs} must be ≥ 1")
-    if opts.stop_when_settled is not None and opts.stop_when_settled < 1:
-        raise FieldError("stop_when_settled", f"stop_when_settled={opts.stop_when_settled} must be ≥ 1")
+    opts.check()
     engine = get_engine(opts.engine)
     engine_states(sweep)  # what the engines know first: a job SLURM reports failed makes its point failed
     launch, states = todo(sweep, opts.retry_failed)

@@ -188,9 +188,13 @@ class SlurmOptions:
             if value is not None and (not isinstance(value, int) or value < least):
                 raise FieldError(name, f"{name}={value!r} must be an integer ≥ {least}")
         try:
-            return parse_time(self.time)
+            minutes = parse_time(self.time)
         except ValueError as e:
             raise FieldError("time", str(e)) from None
+        if minutes * 60 <= SIGNAL_DELAY_S:
+            raise FieldError("time", f"time={self.time!r} is not longer than the {SIGNAL_DELAY_S} s before the limit at "
+                             "which SLURM signals a job to save and requeue: every job would requeue at once")
+        return minutes
 
 
 # SLURM's job states (squeue, sacct) as a point's: waiting for a node, on one, or ended in a failure.

@@ -12,6 +12,8 @@ from typing import Any, Sequence, get_type_hints
 from ..config import FIELD_SECTION, SECTIONS, FieldError, _coerce, _unknown_field
 
 PER_RUN = ("out_dir", "run_name")           # set per point by the sweep, never an axis nor part of the base
+MAX_VALUES = 10_000                         # values one range may give
+MAX_POINTS = 10_000                         # points one sweep folder may hold (each is a run folder)
 
 
 def _field_type(name: str) -> Any:
@@ -31,9 +33,12 @@ def _axis_name(raw: str) -> str:
 
 def _decimal(axis: str, text: str) -> Decimal:
     try:
-        return Decimal(text.strip())
+        d = Decimal(text.strip())
     except InvalidOperation:
         raise ValueError(f"grid axis {axis}: {text!r} is not a number") from None
+    if not d.is_finite():
+        raise ValueError(f"grid axis {axis}: {text!r} is not a finite number")
+    return d
 
 
 def _range(axis: str, spec: str) -> list[str]:
@@ -50,7 +55,9 @@ def _range(axis: str, spec: str) -> list[str]:
     if geometric and start <= 0:
         raise ValueError(f"grid axis {axis}: geometric range {spec!r} needs start > 0")
     out, v = [], start
-    while v <= stop and len(out) <= 10_000:
+    while v <= stop:
+        if len(out) == MAX_VALUES:
+            raise ValueError(f"grid axis {axis}: range {spec!r} gives more than {MAX_VALUES:,} values")
         out.append(str(v.normalize()) if v != v.to_integral_value() else str(int(v)))
         v = v * step if geometric else v + step
     if not out:
@@ -97,7 +104,22 @@ def parse_grid(specs: Sequence[str] = (), seeds: str | None = None,
         add("seed", seeds)
     if "n_id" in grid and "n_pl" in grid:
         raise ValueError("n_id and n_pl are one axis (n_id = 4·n_pl): give only one of them")
+    points = 1
+    for values in grid.values():
+        points *= len(values)
+    if points > MAX_POINTS:
+        sizes = " × ".join(str(len(v)) for v in grid.values())
+        raise ValueError(f"the grid has {points:,} points ({sizes}); one sweep folder holds at most "
+                         f"{MAX_POINTS:,}: split it over several")
     return grid
+
+
+def fixed_and_axis(fixed: dict[str, Any], grid: dict[str, list[Any]]) -> None:
+    """A field given a fixed value and also made an axis would lose the fixed value silently: refuse it."""
+    both = [a for a in grid if a in fixed or (a in ("n_id", "n_pl") and {"n_id", "n_pl"} & set(fixed))]
+    if both:
+        raise ValueError(f"{', '.join(both)} {'is' if len(both) == 1 else 'are'} given a fixed value and "
+                         "made a grid axis: give each field once")
 
 
 def format_value(v: Any) -> str:

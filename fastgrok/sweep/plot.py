@@ -17,7 +17,7 @@ from typing import Any, Callable
 from .. import runfolder
 from ..sets import PHASES, SPLITS
 from .grid import format_value
-from .results import best_record, sweep_rows
+from .results import best_record, sweep_rows, usable_history
 from .spec import SPEC_FILE, Sweep, load_sweep
 from .state import FINISHED
 
@@ -117,10 +117,7 @@ def _histories(sweep: Sweep, rows: list[dict[str, Any]]) -> list[tuple[dict[str,
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
-    try:
-        return runfolder.read_history(run_dir, slim=True)
-    except runfolder.RunFolderError:
-        return []  # a damaged run: its row says why; the figures go on
+    return usable_history(run_dir)[0]  # a damaged run: its row says why; the figures go on
 
 
 def kshot(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
@@ -237,7 +234,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Draw one run's curves.png and kshot.png."""
     _plt()
     run_dir = Path(run_dir)
-    history = runfolder.read_history(run_dir, slim=True)
+    history, why = usable_history(run_dir)
+    if why:
+        raise ValueError(why)
     if not history:
         raise ValueError(f"{str(run_dir)!r} has no evaluation yet ({runfolder.METRICS} is empty or missing)")
     out = Path(out) if out is not None else run_dir

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,12 +24,23 @@ from .state import STATES, TO_LAUNCH, UNKNOWN, failure_reason, point_status, rea
 RESULTS_CSV, RESULTS_JSONL = "results.csv", "results.jsonl"
 
 
-def _history(run_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """A run's records without the per-task lists (cached: fastgrok.runfolder), or none and why."""
+def _whole(rec: dict[str, Any]) -> bool:
+    sets = rec.get("sets")
+    return (isinstance(sets, dict) and isinstance(rec.get("phase"), str)
+            and all(isinstance(sets.get(s), dict) and isinstance(sets[s].get("acc"), (int, float)) for s in SPLITS))
+
+
+def usable_history(run_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """A run's records without the per-task lists (cached: fastgrok.runfolder), or none and why: a damaged
+    metrics.jsonl, or a record without the four sets' metrics (written by hand, or by another program)."""
     try:
-        return runfolder.read_history(run_dir, slim=True), None
+        history = runfolder.read_history(run_dir, slim=True)
     except runfolder.RunFolderError as e:
         return [], str(e)
+    bad = next((r for r in history if not _whole(r)), None)
+    if bad is not None:
+        return [], f"{Path(run_dir) / runfolder.METRICS}: the record of step {bad['step']} lacks the four sets' metrics"
+    return history, None
 
 
 def best_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -42,7 +54,7 @@ def best_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def run_row(run_dir: Path) -> dict[str, Any]:
     """Metrics of one run folder: steps, time, final and best-o.o.d. accuracies, phases, first step of each phase."""
-    history, _ = _history(run_dir)
+    history, _ = usable_history(run_dir)
     summary = runfolder.read_summary(run_dir) or {}
     try:
         train = runfolder.load_config(run_dir).train
@@ -85,7 +97,7 @@ def sweep_rows(sweep: Sweep, held: Mapping[str, str] | None = None) -> list[dict
                                "reason": failure_reason(sweep.root, name) if status == "failed" else None}
         row.update(run_row(run_dir))
         if row["reason"] is None:
-            row["reason"] = _history(run_dir)[1]  # a damaged metrics.jsonl, named
+            row["reason"] = usable_history(run_dir)[1]  # a damaged metrics.jsonl, named
         summary = runfolder.read_summary(run_dir) or {}
         row["wall_s"] = round(wall, 2) if attempts else summary.get("wall_s")
         row["steps_per_s"] = summary.get("steps_per_s")
@@ -103,11 +115,23 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
+def _remove_stale_tmp(root: Path, age_s: float = 60.0) -> None:
+    """Temporary files a killed writer of results.csv/.jsonl left (a live one's are younger than `age_s`)."""
+    now = time.time()
+    for p in root.glob(".results.*.tmp"):
+        try:
+            if now - p.stat().st_mtime > age_s:
+                p.unlink()
+        except OSError:
+            pass
+
+
 def write_results(sweep: Sweep, held: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Rewrite SWEEP_DIR/results.csv and results.jsonl from the folders; returns the rows."""
     rows = sweep_rows(sweep, held)
     if not rows:
         return rows
+    _remove_stale_tmp(sweep.root)
     cols = list(rows[0])
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")

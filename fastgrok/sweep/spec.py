@@ -126,6 +126,8 @@ def open_sweep(root: str | Path, cfg: Config | None = None, grid: dict[str, list
 
     Returns the sweep and the names of the points a given grid adds."""
     root = Path(root)
+    if stop_when_settled is not None and (not isinstance(stop_when_settled, int) or stop_when_settled < 1):
+        raise FieldError("stop_when_settled", f"stop_when_settled={stop_when_settled!r} must be an integer ≥ 1")
     if root.exists() and not root.is_dir():
         raise ValueError(f"sweep folder {str(root)!r} is a file")
     exists = (root / SPEC_FILE).is_file()
