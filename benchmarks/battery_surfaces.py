@@ -1,0 +1,243 @@
+"""The battery of issue 21: what came after `fastgrok train` — `fastgrok sweep`, `fastgrok plot`, the paper's
+command line, `fastgrok bench`'s arguments and the Python API — tried as a new user would, each case in its
+own process, as the user runs it. Prints one line per case that is not clean and the counts.
+
+    python benchmarks/battery_surfaces.py [--out bench_results/battery_surfaces.csv]   # ≈ 2 min on 2 cores
+
+clean: bad input ends with one line on stderr (`fastgrok: error: …`, or argparse's usage and error lines),
+exit 2, and leaves nothing behind; a Python call raises ValueError/TypeError naming what is wrong.
+traceback: a traceback, or another exception type from the API. silent: accepted where it should have
+been refused. left: refused, but a file or folder was left (or a setting saved) that should not be.
+unclear: refused without a one-line message. hang: no answer within the time limit.
+Rows (case, outcome, commit) are appended to the CSV: run it on two commits to compare them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+TIMEOUT_S = 120
+
+
+@dataclass
+class Case:
+    name: str
+    argv: list[str] | None = None         # `python -m fastgrok …`
+    code: str | None = None               # or `python -c …` (an API call; prints CLEAN on the expected error)
+    cli: str = "fastgrok"                 # or "fastgrok.paper"
+    setup: Callable[[Path], None] | None = None
+    left: Callable[[Path], str | None] | None = None   # what must not be there afterwards
+
+
+def _tiny_sweep(d: Path) -> None:
+    _run(["sweep", str(d / "sw"), "--preset", "tiny", "--steps", "10", "--eval-every", "10", "--seeds", "1",
+          "--no-plots", "--quiet"], d)
+
+
+def _no(rel: str) -> Callable[[Path], str | None]:
+    return lambda d: f"{rel} exists" if (d / rel).exists() else None
+
+
+def _write(rel: str, text: str | bytes) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        p = d / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return setup
+
+
+def _both(*fs: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        for f in fs:
+            f(d)
+    return setup
+
+
+def _metrics(line: str) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        _tiny_sweep(d)
+        run = next((d / "sw" / "runs").iterdir())
+        (run / "metrics.jsonl").write_text(line + "\n" + (run / "metrics.jsonl").read_text())
+    return setup
+
+
+def _saved_stop(d: Path) -> str | None:
+    spec = json.loads((d / "sw" / "sweep.json").read_text())
+    return "stop_when_settled=0 was saved" if spec.get("stop_when_settled") == 0 else None
+
+
+SW = ["sweep", "{d}/sw", "--preset", "tiny", "--no-plots", "--quiet"]
+API = "import sys\ntry:\n{body}\nexcept (ValueError, TypeError) as e:\n    print('CLEAN', type(e).__name__, e)\n"
+
+
+def _api(body: str) -> str:
+    return API.format(body="\n".join("    " + line for line in body.strip().splitlines()))
+
+
+CASES = [
+    # ---- sweep: grids and options
+    Case("grid range with nan", SW + ["--grid", "alpha=nan:1:0.1"], left=_no("sw")),
+    Case("grid range with an inf step", SW + ["--grid", "alpha=0:1:inf"], left=_no("sw")),
+    Case("grid range of 10^5 values", SW + ["--grid", "lr=0:1:0.00001"], left=_no("sw")),
+    Case("grid of 10^6 points", SW + ["--grid", "seed=1:1000:1", "--grid", "lr=0.001:1:0.001"], left=_no("sw")),
+    Case("grid axis without values", SW + ["--grid", "alpha"], left=_no("sw")),
+    Case("grid axis of an unknown field", SW + ["--grid", "alpah=0.5"], left=_no("sw")),
+    Case("grid axis repeated", SW + ["--grid", "seed=1", "--seeds", "2"], left=_no("sw")),
+    Case("grid empty range", SW + ["--grid", "alpha=0.8:0.2:0.1"], left=_no("sw")),
+    Case("a fixed flag that is also an axis", SW + ["--grid", "seed=1,2", "--seed", "3"], left=_no("sw")),
+    Case("no grid at all", SW, left=_no("sw")),
+    Case("--jobs 0", SW + ["--seeds", "1", "--jobs", "0"], left=_no("sw")),
+    Case("--engine lsf", SW + ["--seeds", "1", "--engine", "lsf"], left=_no("sw")),
+    Case("--stop-when-settled 0, new folder", SW + ["--seeds", "1", "--stop-when-settled", "0"], left=_no("sw")),
+    Case("--stop-when-settled 0, existing sweep", ["sweep", "{d}/sw", "--stop-when-settled", "0"], setup=_tiny_sweep,
+         left=_saved_stop),
+    Case("--engine slurm without --partition", SW + ["--seeds", "1", "--engine", "slurm"], left=_no("sw")),
+    Case("--engine slurm --time 1", SW + ["--seeds", "1", "--engine", "slurm", "--partition", "x", "--time", "1"],
+         left=_no("sw")),
+    Case("--engine slurm --time 6h", SW + ["--seeds", "1", "--engine", "slurm", "--partition", "x", "--time", "6h"],
+         left=_no("sw")),
+    Case("a changed base config", SW + ["--seeds", "1", "--steps", "20"], setup=_tiny_sweep),
+    Case("a shrunk grid", SW + ["--seeds", "2", "--steps", "10", "--eval-every", "10"], setup=_tiny_sweep),
+    Case("a sweep folder that is a file", SW + ["--seeds", "1"], setup=_write("sw", "x")),
+    Case("a sweep folder holding other files", SW + ["--seeds", "1"], setup=_write("sw/notes.txt", "x")),
+    Case("a corrupt sweep.json", ["sweep", "{d}/sw", "--status"], setup=_write("sw/sweep.json", "{")),
+    Case("a non-UTF-8 sweep.json", ["sweep", "{d}/sw", "--status"], setup=_write("sw/sweep.json", b"\xff\xfe{")),
+    Case("--status of a folder that is not a sweep", ["sweep", "{d}", "--status"]),
+    # ---- sweep: TOML
+    Case("TOML not valid", ["sweep", "{d}/sw", "--config", "{d}/g.toml"], setup=_write("g.toml", "a = = 1"),
+         left=_no("sw")),
+    Case("TOML grid not a table", ["sweep", "{d}/sw", "--config", "{d}/g.toml"],
+         setup=_write("g.toml", 'preset = "tiny"\ngrid = 3\n'), left=_no("sw")),
+    Case("TOML not UTF-8", ["sweep", "{d}/sw", "--config", "{d}/g.toml"], setup=_write("g.toml", b"seed = 1 # \xff\n"),
+         left=_no("sw")),
+    Case("TOML field both fixed and in [grid]", ["sweep", "{d}/sw", "--config", "{d}/g.toml"],
+         setup=_write("g.toml", 'preset = "tiny"\nseed = 4\n[grid]\nseed = [1, 2]\n'), left=_no("sw")),
+    Case("TOML field in the wrong section", ["sweep", "{d}/sw", "--config", "{d}/g.toml"],
+         setup=_write("g.toml", 'preset = "tiny"\n[model]\nlr = 1\n[grid]\nseed = [1]\n'), left=_no("sw")),
+    Case("TOML that is a folder", ["sweep", "{d}/sw", "--config", "{d}"], left=_no("sw")),
+    # ---- damaged run files under a sweep
+    Case("--status with a non-object line in metrics.jsonl", ["sweep", "{d}/sw", "--status"], setup=_metrics("[1, 2]")),
+    Case("--status with a garbage line in metrics.jsonl", ["sweep", "{d}/sw", "--status"], setup=_metrics("garbage")),
+    Case("--status with a record without sets", ["sweep", "{d}/sw", "--status"], setup=_metrics('{"step": 5}')),
+    # ---- plot
+    Case("plot a sweep with no evaluation", ["plot", "{d}/sw"],
+         setup=lambda d: _run(["sweep", str(d / "sw"), "--preset", "tiny", "--seeds", "1", "--status"], d)),
+    Case("plot a folder that is neither", ["plot", "{d}"]),
+    Case("plot a missing folder", ["plot", "{d}/nope"]),
+    Case("plot a run with a record without sets", ["plot", "{d}/r"],
+         setup=_both(_write("r/config.json", "{}"), _write("r/metrics.jsonl", '{"step": 5}\n'))),
+    Case("plot without matplotlib", code="import sys; sys.modules['matplotlib'] = None\n"
+         "from fastgrok.cli import main; sys.exit(main(['plot', sys.argv[1] + '/sw']))", setup=_tiny_sweep),
+    # ---- train input the battery of issue 9 did not have
+    Case("--steps 1e23", ["train", "--preset", "tiny", "--steps", "1e23", "--out-dir", "{d}"]),
+    Case("--device cuda:abc", ["train", "--preset", "tiny", "--device", "cuda:abc", "--out-dir", "{d}"]),
+    Case("--preset ''", ["train", "--preset", "", "--out-dir", "{d}"]),
+    # ---- the paper's command line
+    Case("paper --bs=0", ["--bs=0", "--out_dir={d}"], cli="fastgrok.paper"),
+    Case("paper --num_steps=-1", ["--num_steps=-1", "--out_dir={d}"], cli="fastgrok.paper"),
+    Case("paper --p=x", ["--p=x", "--out_dir={d}"], cli="fastgrok.paper"),
+    # ---- bench arguments
+    Case("bench an unknown suite", ["bench", "nosuch"]),
+    Case("bench --compile bogus", ["bench", "kernels", "--compile", "bogus"]),
+    # ---- the Python API
+    Case("import fastgrok; fastgrok.sweep.open_sweep", code=_api(
+        "import fastgrok\nfastgrok.sweep.open_sweep\nprint('CLEAN works')")),
+    Case("import fastgrok; fastgrok.distributed.launched", code=_api(
+        "import fastgrok\nfastgrok.distributed.launched\nprint('CLEAN works')")),
+    Case("open_sweep with an empty grid", code=_api(
+        "from fastgrok import Config\nfrom fastgrok.sweep import open_sweep\n"
+        "open_sweep(sys.argv[1] + '/sw', Config.preset('tiny'), {})")),
+    Case("SweepOptions(jobs=0)", code=_api(
+        "from fastgrok import Config\nfrom fastgrok.sweep import SweepOptions, open_sweep, parse_grid, run_sweep\n"
+        "s, _ = open_sweep(sys.argv[1] + '/sw', Config.preset('tiny'), parse_grid(['seed=1']))\n"
+        "run_sweep(s, SweepOptions(jobs=0, plots=False))")),
+    Case("SlurmOptions without a partition", code=_api(
+        "from fastgrok.sweep import SlurmOptions\nSlurmOptions().check()")),
+    Case("ops.patch(None)", code=_api("from fastgrok import ops\nops.patch(None)")),
+    Case("RopeSelfAttention(64, 0)", code=_api("from fastgrok import ops\nops.RopeSelfAttention(64, 0)")),
+]
+
+
+def _run(argv: list[str], d: Path, cli: str = "fastgrok") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", cli, *[a.replace("{d}", str(d)) for a in argv]], cwd=d, env=ENV,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def outcome(case: Case) -> tuple[str, str]:
+    d = Path(tempfile.mkdtemp(prefix="fastgrok-battery-"))
+    try:
+        if case.setup:
+            case.setup(d)
+        try:
+            if case.code is not None:
+                r = subprocess.run([sys.executable, "-c", case.code, str(d)], cwd=d, env=ENV, capture_output=True,
+                                   text=True, timeout=TIMEOUT_S)
+            else:
+                r = _run(case.argv or [], d, case.cli)
+        except subprocess.TimeoutExpired:
+            return "hang", f"no answer in {TIMEOUT_S} s"
+        err = r.stderr.strip()
+        if "Traceback" in err:
+            return "traceback", err.splitlines()[-1]
+        if case.code is not None:
+            return ("clean", "") if "CLEAN" in r.stdout else ("silent" if r.returncode == 0 else "unclear",
+                                                               (r.stdout + err)[-200:])
+        if r.returncode == 0:
+            return "silent", "exit 0"
+        lines = err.splitlines()
+        one_line = len(lines) == 1 and lines[0].startswith("fastgrok: error:")
+        argparse_style = len(lines) >= 2 and lines[0].startswith("usage:") and ": error:" in lines[-1]
+        if r.returncode != 2 or not (one_line or argparse_style):
+            return "unclear", f"exit {r.returncode}: {err[-200:]}"
+        problem = case.left(d) if case.left else None
+        return ("left", problem) if problem else ("clean", "")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "bench_results" / "battery_surfaces.csv"))
+    ap.add_argument("--label", default="", help="a note for the rows (e.g. before/after)")
+    args = ap.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    counts: Counter = Counter()
+    rows = []
+    t0 = time.time()
+    for case in CASES:
+        kind, detail = outcome(case)
+        counts[kind] += 1
+        if kind != "clean":
+            print(f"  [{kind}] {case.name}: {detail[:200]}", flush=True)
+        rows.append({"case": case.name, "outcome": kind, "detail": detail[:200], "commit": commit,
+                     "label": args.label, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    out = Path(args.out)
+    new = not out.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+    order = ("clean", "traceback", "silent", "left", "unclear", "hang")
+    print(f"{len(CASES)} cases at {commit} in {time.time() - t0:.0f} s: "
+          + ", ".join(f"{counts[k]} {k}" for k in order) + f"; rows appended to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
