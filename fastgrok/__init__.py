@@ -31,17 +31,24 @@ _EXPORTS = {
     "load_reference_checkpoint": "checkpoint", "save_reference_checkpoint": "checkpoint",
 }
 __all__ = list(_EXPORTS)
+# The public submodules, imported on first access too: `import fastgrok; fastgrok.sweep.open_sweep(...)`.
+# (`fastgrok.train` is the function above; its module is `fastgrok.trainer`.)
+_SUBMODULES = ("config", "tasks", "data", "model", "trainer", "runfolder", "distributed", "sweep", "ops", "backends",
+               "metrics", "checkpoint", "paper", "sets", "memory", "envinfo", "bench")
 
 
 def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'fastgrok' has no attribute {name!r}")
     import importlib
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'fastgrok' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
 

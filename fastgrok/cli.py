@@ -160,11 +160,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def resolve_config(args: argparse.Namespace) -> Config:
     overrides = {f.name: getattr(args, f.name) for cls in SECTIONS.values() for f in fields(cls)
                  if getattr(args, f.name, None) is not None}
-    if args.config:
-        if args.preset:
+    if args.config is not None:  # --config '' or --preset '' is a mistake, not "none given"
+        if args.preset is not None:
             raise ValueError("give the preset inside the TOML file (preset = '...') or on the command line, not both")
         return Config.from_toml(args.config, **overrides)
-    return Config.preset(args.preset or DEFAULT_PRESET, **overrides)
+    return Config.preset(DEFAULT_PRESET if args.preset is None else args.preset, **overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -174,7 +174,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         try:
             if args.resume is not None:  # --resume "" is a mistake, not "no resume"
                 given = [f.name for cls in SECTIONS.values() for f in fields(cls) if getattr(args, f.name) is not None]
-                if given or args.preset or args.config:
+                if given or args.preset is not None or args.config is not None:
                     raise ValueError("--resume continues the saved config; drop "
                                      f"{', '.join(given) or '--preset/--config'}")
                 train(resume=args.resume, stop_at=args.stop_at, quiet=args.quiet)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -20,6 +21,8 @@ BACKENDS = ("reference", "fused")
 DEVICES_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 DEFAULT_PRESET = "quick"                 # what `fastgrok train` or `sweep` alone, or a TOML without `preset`, starts from
 MAX_SEED = 2**60                         # seeds key Philox streams: seed·8 + stream must fit 63 bits
+MAX_EXACT_FLOAT = 2**53                  # an int written as a float ("2e5") is exact only up to here
+INT64_MAX = 2**63 - 1                    # input points and Philox counters are int64
 
 
 class FieldError(ValueError):
@@ -94,6 +97,9 @@ class TaskConfig:
                 object.__setattr__(self, "n_id", 512)
             if self.n_id < 1:
                 raise ValueError(f"n_id={self.n_id} must be ≥ 1")
+        if self.n_var * math.log2(self.p) > 64 or self.p**self.n_var > INT64_MAX:  # log first: p**n_var may be vast
+            raise ValueError(f"p={self.p}, n_var={self.n_var}: the p^n_var input points are indexed in int64, "
+                             "so p^n_var must be < 2^63; use a smaller p or n_var")
         n_points = self.p**self.n_var
         if self.n_pretrain > n_points - 1:
             raise ValueError(
@@ -218,8 +224,8 @@ class TrainConfig:
         if not 0.0 < self.phase_threshold <= 1.0:
             raise ValueError(f"phase_threshold={self.phase_threshold} must lie in (0, 1]")
         _seed("seed", self.seed)
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device={self.device!r} is not one of {DEVICES_HINT}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
+            raise ValueError(f"device={self.device!r} is not one of {DEVICES_HINT} (N a GPU index: 0, 1, …)")
         _choice("dtype", self.dtype, ("auto", "fp32", "bf16", "fp16"))
         _choice("compile", self.compile, ("auto", "on", "off"))
         name = self.run_name
@@ -274,18 +280,20 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
             raise TypeError(f"{name}={value!r} is not an integer")
         if isinstance(value, int):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        number = value
         if isinstance(value, str):
             try:
                 return int(value.replace("_", ""), 0)
             except ValueError:
                 try:  # "2e5" → 200000, but not "2.5"
-                    as_float = float(value)
-                    if as_float.is_integer():
-                        return int(as_float)
+                    number = float(value)
                 except ValueError:
                     pass
+        if isinstance(number, float) and number.is_integer():
+            if abs(number) >= MAX_EXACT_FLOAT:  # 1e23 is 99999999999999991611392: not the number written
+                raise ValueError(f"{name}={value!r} is a float of 2^53 or more, which stands for more than one "
+                                 "integer; write the integer's digits")
+            return int(number)
         raise TypeError(f"{name}={value!r} is not an integer")
     if typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -325,6 +333,20 @@ class Config:
             raise ValueError(
                 f"batch_size={self.train.batch_size} cannot cover the {self.task.n_pretrain} pre-training tasks: "
                 f"every batch holds each task at least once, so batch_size must be ≥ {self.task.n_pretrain}")
+        self._check_batch_numbers()
+
+    def _check_batch_numbers(self) -> None:
+        """Batch k draws from Philox counters up to (k+1)·batch_size·n_shots (data.check_step): every batch
+        number a run uses must keep them in int64."""
+        t, n_points = self.task, self.task.p**self.task.n_var
+        n_train = round(t.alpha * n_points)
+        for name, rows in (("steps", n_train), ("eval_batches", max(n_train, n_points - n_train))):
+            per_batch = self.train.batch_size * max(t.n_shots, rows if t.sampling == "distinct" else 0)
+            top = INT64_MAX // per_batch
+            if getattr(self.train, name) > top:
+                raise ValueError(f"{name}={getattr(self.train, name)} is too many: batch numbers past {top} overflow "
+                                 f"the int64 Philox counters at batch_size={self.train.batch_size}, "
+                                 f"n_shots={t.n_shots}; use at most {top}")
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -403,6 +425,8 @@ def config_and_grid_from_toml(path: str | Path, overrides: dict[str, Any] | None
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
+    if isinstance(path, str) and not path:
+        raise ValueError("config file '' names no file: give the TOML file's path")
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

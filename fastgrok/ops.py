@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -28,7 +29,51 @@ _warned: set[str] = set()
 
 def fused_available(t: Tensor) -> bool:
     """Whether a Triton kernel can run on this tensor's device here."""
+    _tensor("fused_available", "t", t)
     return kernels_run_on(t.device)
+
+
+# ---- argument checks: each entry point names the argument a caller got wrong ----------------------------
+def _tensor(fn: str, name: str, t: object, dims: int | None = None, what: str = "") -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"fastgrok.ops.{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if dims is not None and t.dim() != dims:
+        raise ValueError(f"fastgrok.ops.{fn}: {name} must have shape {what}, got {tuple(t.shape)}")
+
+
+def _float_tensor(fn: str, name: str, t: Tensor) -> None:
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"fastgrok.ops.{fn}: {name} must be a floating-point tensor, got {t.dtype}")
+
+
+def _count(fn: str, name: str, value: object) -> int:
+    """A positive int argument (n_head, n_embd)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"fastgrok.ops.{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"fastgrok.ops.{fn}: {name}={value} must be ≥ 1")
+    return int(value)
+
+
+def _theta(fn: str, theta: object) -> float:
+    """RoPE's base: a finite number > 0 (a nan or 0 would turn every angle into nan, silently)."""
+    if isinstance(theta, bool) or not isinstance(theta, numbers.Real):
+        raise TypeError(f"fastgrok.ops.{fn}: theta must be a number (RoPE's base), got {type(theta).__name__}")
+    if not (math.isfinite(theta) and theta > 0):
+        raise ValueError(f"fastgrok.ops.{fn}: theta={theta!r} must be a finite number > 0 (RoPE's base)")
+    return float(theta)
+
+
+def _check_qkv(fn: str, qkv: object, n_head: object, theta: object) -> None:
+    """qkv (B, T, 3C) with C = n_head · head_dim, head_dim even."""
+    _tensor(fn, "qkv", qkv, 3, "(B, T, 3·C)")
+    _float_tensor(fn, "qkv", qkv)
+    H = _count(fn, "n_head", n_head)
+    C3 = qkv.shape[-1]
+    if C3 % (3 * H) or (C3 // (3 * H)) % 2:
+        raise ValueError(f"fastgrok.ops.{fn}: qkv's last dim {C3} must be 3·n_head·head_dim with an even head_dim "
+                         f"(RoPE turns pairs); got n_head={H}")
+    _theta(fn, theta)
 
 
 def _use_fused(t: Tensor, name: str, fallback: bool) -> bool:
@@ -48,6 +93,15 @@ def rope_attention(q: Tensor, k: Tensor, v: Tensor, theta: float = 10000.0, *, f
     """Causal attention over RoPE-rotated q, k (interleaved pairs, fp32 angles); (B, H, T, D) → (B, H, T, D).
 
     Equal to `scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)`, differentiable in q, k, v."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _tensor("rope_attention", name, t, 4, "(B, H, T, D)")
+        _float_tensor("rope_attention", name, t)
+        if t.shape != q.shape or t.dtype != q.dtype or t.device != q.device:
+            raise ValueError(f"fastgrok.ops.rope_attention: {name} is {t.dtype} {tuple(t.shape)} on {t.device}; "
+                             f"q, k and v must match (q is {q.dtype} {tuple(q.shape)} on {q.device})")
+    if q.shape[-1] % 2:
+        raise ValueError(f"fastgrok.ops.rope_attention: head dim D={q.shape[-1]} must be even (RoPE turns pairs)")
+    _theta("rope_attention", theta)
     if not _use_fused(q, "rope_attention", fallback):
         return rope_attention_reference(q, k, v, theta)
     return kernel("rope_attention")(q, k, v, theta)
@@ -55,6 +109,7 @@ def rope_attention(q: Tensor, k: Tensor, v: Tensor, theta: float = 10000.0, *, f
 
 def attention_qkv(qkv: Tensor, n_head: int, theta: float = 10000.0, *, fallback: bool = False) -> Tensor:
     """The model's attention op on a fused projection: (B, T, 3C) → (B, T, C); compile-friendly."""
+    _check_qkv("attention_qkv", qkv, n_head, theta)
     if not _use_fused(qkv, "attention_qkv", fallback):
         return attention_reference(qkv, n_head, theta)
     return kernel("attention_qkv")(qkv, n_head, theta)
@@ -62,6 +117,11 @@ def attention_qkv(qkv: Tensor, n_head: int, theta: float = 10000.0, *, fallback:
 
 def embedding(idx: Tensor, weight: Tensor, *, fallback: bool = False) -> Tensor:
     """weight[idx] with a deterministic (atomic-free) backward into weight: (B, T), (V, C) → (B, T, C)."""
+    _tensor("embedding", "idx", idx)
+    _tensor("embedding", "weight", weight, 2, "(V, C)")
+    if idx.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"fastgrok.ops.embedding: idx must be an int64 or int32 tensor of token ids, got {idx.dtype}")
+    _float_tensor("embedding", "weight", weight)
     if not _use_fused(weight, "embedding", fallback):
         return F.embedding(idx, weight)
     return kernel("embedding")(idx, weight)
@@ -85,8 +145,13 @@ class RopeSelfAttention(nn.Module):
 
     def __init__(self, n_embd: int, n_head: int, theta: float = 10000.0, *, fallback: bool = False) -> None:
         super().__init__()
-        if n_embd % n_head:
-            raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
+        C, H = _count("RopeSelfAttention", "n_embd", n_embd), _count("RopeSelfAttention", "n_head", n_head)
+        if C % H:
+            raise ValueError(f"fastgrok.ops.RopeSelfAttention: n_embd={C} is not divisible by n_head={H}")
+        if (C // H) % 2:
+            raise ValueError(f"fastgrok.ops.RopeSelfAttention: head_dim = n_embd/n_head = {C // H} must be even "
+                             "(RoPE turns pairs)")
+        _theta("RopeSelfAttention", theta)
         self.to_qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.o = nn.Linear(n_embd, n_embd, bias=False)
         self.n_head, self.theta, self.fallback = n_head, theta, fallback
@@ -289,6 +354,10 @@ def patch(model: nn.Module, *, fallback: bool = False) -> PatchReport:
     `fallback` goes to the new modules: the PyTorch reference where no kernel can run (else they raise).
     """
     from .model import Attention as _OwnAttention
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fastgrok.ops.patch: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(fallback, bool):
+        raise TypeError(f"fastgrok.ops.patch: fallback must be True or False, got {fallback!r}")
     report = PatchReport()
     new_for: dict[int, nn.Module] = {}
     for name, m in model.named_modules():

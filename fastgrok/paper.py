@@ -210,8 +210,9 @@ def check_flags(ns: argparse.Namespace) -> None:
                                  "(or --mixed_precision=False for fp32)")
     if ns.n_ckpts < 0:
         raise PaperFlagError(f"--n_ckpts={ns.n_ckpts} must be ≥ 0")
-    if ns.eval_bs < 1 or ns.n_val_step < 1:
-        raise PaperFlagError(f"--eval_bs={ns.eval_bs} and --n_val_step={ns.n_val_step} must be ≥ 1")
+    for name in ("bs", "eval_bs", "n_val_step"):  # they divide (eval_batches) before the Config checks them
+        if getattr(ns, name) < 1:
+            raise PaperFlagError(f"--{name}={getattr(ns, name)} must be ≥ 1")
 
 
 def n_tasks(ns: argparse.Namespace) -> int:
@@ -221,6 +222,8 @@ def n_tasks(ns: argparse.Namespace) -> int:
 
 def n_ood(ns: argparse.Namespace) -> int:
     """The paper's o.o.d. task count: all unseen tasks, at most 256 and eval_bs, rounded down to a multiple of 8."""
+    if ns.base < 2 or not 1 <= ns.n_var <= 64:  # refused by the Config; keep base**n_var small meanwhile
+        return MAX_OOD
     n = min(MAX_OOD, ns.eval_bs, ns.base**ns.n_var - n_tasks(ns))
     return max(1, n - n % 8 if n >= 8 else n)
 
@@ -341,6 +344,18 @@ def _note(ns: argparse.Namespace, given: set[str]) -> list[str]:
             for f in PAPER_FLAGS if f.kind == NOTED and f.name in given]
 
 
+def _check_writable(folder: Path) -> None:
+    """Refuse, before training starts and without writing anything, a folder for the log or the checkpoints
+    that cannot be made or written (it would otherwise fail at the first record step)."""
+    there = folder
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if not there.is_dir():
+        raise PaperFlagError(f"--out_dir: cannot create {folder}: {there} is a file, not a folder")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise PaperFlagError(f"--out_dir: cannot create {folder}: {there} is not writable")
+
+
 def _unique_dir(path: Path) -> Path:
     if not path.exists() or not any(path.iterdir()):
         return path
@@ -364,18 +379,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .trainer import TrainingError, train
     try:
         check_flags(ns)
-        root = Path(extras.out_dir) if extras.out_dir else Path("..")
+        if extras.out_dir is not None and not extras.out_dir.strip():
+            raise PaperFlagError(f"--out_dir={extras.out_dir!r} names no folder (leave it out for `..`)")
+        root = Path(extras.out_dir) if extras.out_dir is not None else Path("..")
         head, tail = run_stem(ns)
         run_dir = _unique_dir(root / "runs" / f"{head}{tail}")
         cfg = to_config(ns, backend=extras.backend, out_dir=str(run_dir.parent), run_name=run_dir.name)
         for line in _note(ns, given):
             print(line)
         out = PaperOutputs(ns, root)
+        for folder in (out.tab_path.parent, *([out.ckpt_dir] if out.ckpt_steps else [])):
+            _check_writable(folder)
         print(f"{PROG}: log {out.tab_path}" + (f"; checkpoints at steps {sorted(out.ckpt_steps)} in {out.ckpt_dir}"
                                               if out.ckpt_steps else "; no checkpoints (--n_ckpts=0)"))
         train(cfg, quiet=extras.quiet, on_eval=out.on_eval, on_step=out.on_step)
-    except (ValueError, TypeError, TrainingError, CheckpointError, OSError) as e:
+    except (ValueError, TypeError, TrainingError, CheckpointError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # one not foreseen above: its reason and path, on one line
+        print(f"{PROG}: error: {e.strerror or e}" + (f" ({e.filename})" if e.filename else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"{PROG}: {e or 'interrupted'}", file=sys.stderr)

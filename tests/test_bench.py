@@ -158,6 +158,32 @@ def test_render_latest_and_speedups(tmp_path):
     assert md.index("## kernels.csv") < md.index("## tasks.csv")
 
 
+
+def test_unreadable_csvs_are_named(tmp_path):
+    """merge and render name the file they cannot read (#21); a CSV of other columns is not rendered."""
+    from fastgrok.bench.core import merge
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "kernels.csv").write_bytes(",".join(FIELDS).encode() + b"\nattention,caf\xe9\n")  # latin-1
+    for call in (lambda: merge(src, tmp_path / "out"), lambda: bench_render.render(src)):
+        with pytest.raises(ValueError, match=r"kernels\.csv: not UTF-8 text \(byte \d+\), not a benchmark CSV$"):
+            call()
+    (src / "kernels.csv").write_text(",".join(FIELDS) + "\nattention,fused\n")
+    with pytest.raises(ValueError, match=r"kernels\.csv: row 1 has 2 fields, the header 14$"):
+        bench_render.render(src)
+    bad = _r("fused", 95, 1.0)
+    bad["p50"] = "fast"
+    (src / "kernels.csv").unlink()
+    append_rows(src / "kernels.csv", [bad])
+    with pytest.raises(ValueError, match=r"kernels\.csv: a row with a bad value \(ValueError: could not convert"):
+        bench_render.render(src)
+    (src / "kernels.csv").unlink()
+    append_rows(src / "kernels.csv", [_r("fused", 95, 1.0)])
+    (src / "cpu_phenomenon.csv").write_text("group,label,p\na,b,7\n")  # as bench_results/ holds one
+    md = bench_render.render(src)
+    assert "## kernels.csv" in md and "Not rendered (not long-format benchmark rows): cpu_phenomenon.csv." in md
+
+
 # ---- smoke: every suite, --quick, on CPU ------------------------------------------------------------
 def test_quick_smoke_every_suite(tmp_path, one_thread):
     recs = run_suites(list(SUITES), CPU, tmp_path, quick=True, log=None)

@@ -164,3 +164,25 @@ def test_help_and_bad_flags_do_not_import_torch(argv):
     r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.stdout.strip().splitlines()[-1] == "no torch", r.stdout[-500:] + r.stderr[-500:]
+
+
+# ---- issue 21: a new user's battery --------------------------------------------------------------
+@pytest.mark.parametrize("args, match", [
+    (["--steps", "1e23"], "steps='1e23' is a float of 2^53 or more"),
+    (["--steps", "100000000000000000000000"], "steps=100000000000000000000000 is too many"),
+    (["--device", "cuda:abc"], "device='cuda:abc' is not one of"),
+    (["--preset", ""], "unknown preset ''"),
+    (["--config", ""], "config file '' names no file"),
+])
+def test_battery_values_are_one_line_errors(capsys, args, match):
+    _main_error(capsys, ["config", *args], match)  # `train` resolves its config the same way (below)
+
+
+def test_train_with_an_empty_preset_trains_nothing(tmp_path, capsys):
+    _main_error(capsys, ["train", "--preset", "", "--steps", "2", "--out-dir", str(tmp_path), "--quiet"],
+                "unknown preset ''")
+    assert not any(tmp_path.iterdir())
+
+
+def test_resume_with_an_empty_preset_is_refused(tmp_path, capsys):
+    _main_error(capsys, ["train", "--resume", str(tmp_path), "--preset", ""], "--resume continues the saved config")

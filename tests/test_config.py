@@ -125,3 +125,53 @@ def test_nearest_preset_names_the_differences():
     assert nearest_preset(Config.preset("paper-d4")) == ("paper-d4", {})
     name, diff = nearest_preset(Config.preset("tiny", depth=3, lr=2e-3))
     assert name == "tiny" and diff == {"depth": (3, 1), "lr": (2e-3, 1e-3)}
+
+
+# ---- issue 21: a new user's battery --------------------------------------------------------------
+@pytest.mark.parametrize("value", ["1e23", 1e23, "9007199254740993.0", 2.0**60, "-1e30"])
+def test_int_fields_refuse_floats_past_exact_integers(value):
+    with pytest.raises(ValueError, match=r"^steps=.* a float of 2\^53 or more") as e:
+        Config.preset("tiny", steps=value)
+    assert "\n" not in str(e.value)
+    assert Config.preset("tiny", steps="2e5").train.steps == 200_000
+    assert Config.preset("tiny", steps=3e3).train.steps == 3000
+
+
+def test_steps_past_the_philox_counters_are_refused():
+    with pytest.raises(ValueError, match=r"^steps=10{23} is too many: .* use at most \d+$"):
+        Config.preset("tiny", steps=10**23)
+    with pytest.raises(ValueError, match=r"^eval_batches=10{20} is too many"):
+        Config.preset("tiny", eval_batches=10**20)
+    cap = (2**63 - 1) // (16 * 6)  # tiny: batch_size 16, n_shots 6
+    assert Config.preset("tiny", steps=cap).train.steps == cap
+    with pytest.raises(ValueError, match="steps="):
+        Config.preset("tiny", steps=cap + 1)
+
+
+def test_input_points_past_int64_are_refused_at_once():
+    with pytest.raises(ValueError, match=r"^p=7, n_var=1000: the p\^n_var input points"):  # was an OverflowError
+        Config.preset("quick", selection="random", n_id=8, n_var=1000)
+    with pytest.raises(ValueError, match=r"^p=7, n_var=1000000000: the p\^n_var input points are indexed in int64"):
+        Config.preset("quick", selection="random", n_id=8, n_var=10**9)  # refused without computing 7**1e9
+    with pytest.raises(ValueError, match=r"^p=10{30}, n_var=2"):
+        Config.preset("quick", p=10**30)
+
+
+@pytest.mark.parametrize("device", ["cuda:abc", "cuda:", "cuda:-1", "cuda:1.5", "cuda: 0", "cpu:0", "CUDA", "cuda:0 "])
+def test_device_is_auto_cpu_cuda_or_cuda_index(device):
+    with pytest.raises(ValueError, match=rf"^device={device!r} is not one of 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        Config.preset("tiny", device=device)
+    assert Config.preset("tiny", device="cuda:12").train.device == "cuda:12"
+
+
+def test_device_of_another_type_names_the_field():
+    from fastgrok.config import TrainConfig
+    with pytest.raises(ValueError, match="^device=0 is not one of"):
+        TrainConfig(device=0)
+
+
+def test_empty_preset_and_config_path_are_errors():
+    with pytest.raises(ValueError, match="^unknown preset ''; presets: "):
+        Config.preset("")
+    with pytest.raises(ValueError, match="^config file '' names no file"):
+        Config.from_toml("")

@@ -145,3 +145,26 @@ def test_only_runfolder_names_the_run_folders_files(tmp_path):
     assert len(files) > 40
     assert [h for p in files for h in _retyped_run_files(p)] == []
 
+
+
+def test_submodules_are_attributes_after_a_plain_import():
+    """`import fastgrok` stays torch-free; `fastgrok.sweep.open_sweep` and the like then work (#21)."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, fastgrok\n"
+            "assert 'torch' not in sys.modules, 'import fastgrok imported torch'\n"
+            "assert 'sweep' in dir(fastgrok) and 'distributed' in dir(fastgrok)\n"
+            "assert callable(fastgrok.distributed.launched) and callable(fastgrok.sweep.open_sweep)\n"
+            "for name in fastgrok._SUBMODULES:\n"
+            "    assert getattr(fastgrok, name) is sys.modules['fastgrok.' + name], name\n"
+            "assert fastgrok.train is fastgrok.trainer.train and fastgrok.Config is fastgrok.config.Config\n"
+            "try:\n    fastgrok.no_such_module\nexcept AttributeError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "module 'fastgrok' has no attribute 'no_such_module'"
+    pkg = ROOT / "fastgrok"
+    on_disk = {p.stem for p in pkg.glob("*.py")} | {p.parent.name for p in pkg.glob("*/__init__.py")}
+    import fastgrok
+    assert set(fastgrok._SUBMODULES) <= on_disk

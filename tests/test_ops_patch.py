@@ -211,3 +211,13 @@ def test_patched_modules_respect_fallback(monkeypatch):
     patch(model2, fallback=True)
     with pytest.warns(UserWarning):
         torch.testing.assert_close(model2(idx), want, **TOL)
+
+
+@pytest.mark.parametrize("model, fallback, match", [
+    (None, False, "patch: model must be a torch.nn.Module, got NoneType"),
+    ("model", False, "patch: model must be a torch.nn.Module, got str"),
+    (nn.Linear(2, 2), "yes", "patch: fallback must be True or False, got 'yes'"),
+])
+def test_patch_names_a_bad_argument(model, fallback, match):
+    with pytest.raises(TypeError, match=match):
+        patch(model, fallback=fallback)

@@ -255,3 +255,39 @@ def test_docs_flag_table_names_every_flag():
     section = text.split("## Coming from the paper's code", 1)[1].split("\n## ", 1)[0]
     missing = [name for name in PAPER_PARSER if f"`--{name}`" not in section]
     assert missing == []
+
+
+# ---- issue 21: bad values of the paper's flags are one line, before anything is written -------------------
+@pytest.mark.parametrize("argv, match", [
+    (["--bs=0"], "--bs=0 must be ≥ 1"),  # was a ZeroDivisionError (eval_batches divides by --bs)
+    (["--bs=-8"], "--bs=-8 must be ≥ 1"),
+    (["--eval_bs=0"], "--eval_bs=0 must be ≥ 1"),
+    (["--n_val_step=-1"], "--n_val_step=-1 must be ≥ 1"),
+    (["--parallelogram=False", "--n_var=1000"], "p=5, n_var=1000: the p^n_var input points"),
+    (["--p=1", "--base=1"], "p=1 must be ≥ 2"),
+    (["--device=cuda:abc"], "device='cuda:abc' is not one of"),
+    (["--if_ln=maybe"], "argument --if_ln: expected True or False, got 'maybe'"),
+    (["--parallelogram=perhaps"], "argument --parallelogram: expected True or False"),
+    (["--steps=1e5"], "argument --steps: invalid int value: '1e5'"),
+    (["--out_dir="], "--out_dir='' names no folder"),  # was: trained into `..`
+])
+def test_bad_flag_values_are_one_line(argv, match, capsys, tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # `..` is tmp_path
+    assert main(TINY + argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert [p.name for p in tmp_path.iterdir()] == ["cwd"] and not any((tmp_path / "cwd").iterdir())
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(capsys, tmp_path, monkeypatch):
+    (tmp_path / "data").write_text("a file where the log's folder goes")
+    assert main(TINY + [f"--out_dir={tmp_path}", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fastgrok-paper: error: --out_dir: cannot create {tmp_path / 'data'}: {tmp_path / 'data'} "
+                   "is a file, not a folder"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing trained, nothing written
+    monkeypatch.setattr(paper.os, "access", lambda path, mode: False)  # a read-only folder (as root, chmod is moot)
+    assert main(TINY + [f"--out_dir={tmp_path / 'ro'}", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot create {tmp_path / 'ro' / 'data'}: {tmp_path} is not writable" in err[0], err

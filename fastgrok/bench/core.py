@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import math
 import statistics
 import time
@@ -164,8 +165,24 @@ def append_rows(path: str | Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    """The rows of a CSV with a header line; one that cannot be read as such is a ValueError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}), not a benchmark CSV") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read: {e.strerror or e}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a readable CSV (line {reader.line_num}: {e})") from None
+    for i, r in enumerate(rows):
+        if None in r or None in r.values():  # a row longer or shorter than the header
+            n = sum(v is not None for k, v in r.items() if k is not None) + len(r.get(None) or [])
+            raise ValueError(f"{path}: row {i + 1} has {n} fields, the header {len(reader.fieldnames or ())}")
+    return rows
 
 
 def merge(src_dir: str | Path, out_dir: str | Path) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from .core import TIME_UNITS, read_rows
+from .core import FIELDS, TIME_UNITS, read_rows
 
 PROVIDER_ORDER = ("reference", "reference-compiled", "fused", "fused-compiled", "host-pipeline",
                   "host-pipeline-compiled")
@@ -122,27 +122,43 @@ def render(out_dir: str | Path) -> str:
     csvs = sorted(Path(out_dir).glob("*.csv"), key=lambda p: (suite_order.get(p.name, 3), p.name))
     if not csvs:
         lines.append("No results yet: run `fastgrok bench`.")
+    others = []  # CSVs of other columns (benchmarks/cpu_phenomenon.py's runs, say): not long-format rows
     for path in csvs:
-        cells = latest(read_rows(path))
-        lines += [f"## {path.name}", ""]
-        goals = _goals(cells)
-        if goals:
-            lines += ["Goals:", "", *goals, ""]
-        groups: dict[tuple[str, str], dict[Key, dict[str, str]]] = defaultdict(dict)
-        for k, r in cells.items():
-            if k[6] not in HIDDEN_UNITS:
-                groups[(k[0], k[1])][k] = r
-        for (bench, dev), group in groups.items():
-            rs = list(group.values())
-            stamp = max(r["timestamp"] for r in rs)
-            meta = {c: sorted({r[c] for r in rs}) for c in ("torch", "triton", "git_sha")}
-            lines += [f"### {bench} — {dev}", "",
-                      f"latest {stamp} · torch {', '.join(meta['torch'])} · triton {', '.join(meta['triton'])} · "
-                      f"git {', '.join(meta['git_sha'])}", ""]
-            units = list(dict.fromkeys(k[6] for k in group))  # first-seen order, time units first
-            for unit in sorted(units, key=lambda u: (u not in TIME_UNITS, units.index(u))):
-                lines += [f"{unit}:", "", *_table({k: r for k, r in group.items() if k[6] == unit}, unit), ""]
+        rows = read_rows(path)
+        if rows and set(rows[0]) != set(FIELDS):
+            others.append(path.name)
+            continue
+        try:
+            lines += _section(path.name, rows)
+        except (ValueError, TypeError, ZeroDivisionError) as e:  # a value that is not a number, say
+            raise ValueError(f"{path}: a row with a bad value ({type(e).__name__}: {e})") from None
+    if others:
+        lines += [f"Not rendered (not long-format benchmark rows): {', '.join(others)}.", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _section(name: str, rows: list[dict[str, str]]) -> list[str]:
+    """The markdown of one CSV: its goals, then a table per benchmark, device and unit."""
+    cells = latest(rows)
+    lines = [f"## {name}", ""]
+    goals = _goals(cells)
+    if goals:
+        lines += ["Goals:", "", *goals, ""]
+    groups: dict[tuple[str, str], dict[Key, dict[str, str]]] = defaultdict(dict)
+    for k, r in cells.items():
+        if k[6] not in HIDDEN_UNITS:
+            groups[(k[0], k[1])][k] = r
+    for (bench, dev), group in groups.items():
+        rs = list(group.values())
+        stamp = max(r["timestamp"] for r in rs)
+        meta = {c: sorted({r[c] for r in rs}) for c in ("torch", "triton", "git_sha")}
+        lines += [f"### {bench} — {dev}", "",
+                  f"latest {stamp} · torch {', '.join(meta['torch'])} · triton {', '.join(meta['triton'])} · "
+                  f"git {', '.join(meta['git_sha'])}", ""]
+        units = list(dict.fromkeys(k[6] for k in group))  # first-seen order, time units first
+        for unit in sorted(units, key=lambda u: (u not in TIME_UNITS, units.index(u))):
+            lines += [f"{unit}:", "", *_table({k: r for k, r in group.items() if k[6] == unit}, unit), ""]
+    return lines
 
 
 def write(out_dir: str | Path) -> Path:
