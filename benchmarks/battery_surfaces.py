@@ -29,7 +29,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-TIMEOUT_S = 120
+TIMEOUT_S = int(os.environ.get("BATTERY_TIMEOUT_S", "60"))   # a case that trains past this hangs
 
 
 @dataclass
@@ -37,6 +37,8 @@ class Case:
     name: str
     argv: list[str] | None = None         # `python -m fastgrok …`
     code: str | None = None               # or `python -c …` (an API call; prints CLEAN on the expected error)
+    as_cli: bool = False                  # code that runs the CLI: judged as a command
+    ok: Callable[[Path], str | None] | None = None     # exit 0 expected; returns what is wrong, or None
     cli: str = "fastgrok"                 # or "fastgrok.paper"
     setup: Callable[[Path], None] | None = None
     left: Callable[[Path], str | None] | None = None   # what must not be there afterwards
@@ -72,6 +74,12 @@ def _metrics(line: str) -> Callable[[Path], None]:
         run = next((d / "sw" / "runs").iterdir())
         (run / "metrics.jsonl").write_text(line + "\n" + (run / "metrics.jsonl").read_text())
     return setup
+
+
+def _damage_named(d: Path) -> str | None:
+    """--status of a sweep with a damaged metrics.jsonl: it answers, and its table names the damage."""
+    text = (d / "sw" / "results.csv").read_text() if (d / "sw" / "results.csv").is_file() else ""
+    return None if ("corrupt" in text or "lacks" in text) else "the damaged metrics.jsonl is not named"
 
 
 def _saved_stop(d: Path) -> str | None:
@@ -129,9 +137,9 @@ CASES = [
          setup=_write("g.toml", 'preset = "tiny"\n[model]\nlr = 1\n[grid]\nseed = [1]\n'), left=_no("sw")),
     Case("TOML that is a folder", ["sweep", "{d}/sw", "--config", "{d}"], left=_no("sw")),
     # ---- damaged run files under a sweep
-    Case("--status with a non-object line in metrics.jsonl", ["sweep", "{d}/sw", "--status"], setup=_metrics("[1, 2]")),
-    Case("--status with a garbage line in metrics.jsonl", ["sweep", "{d}/sw", "--status"], setup=_metrics("garbage")),
-    Case("--status with a record without sets", ["sweep", "{d}/sw", "--status"], setup=_metrics('{"step": 5}')),
+    Case("--status with a non-object line in metrics.jsonl", ["sweep", "{d}/sw", "--status"], setup=_metrics("[1, 2]"), ok=_damage_named),
+    Case("--status with a garbage line in metrics.jsonl", ["sweep", "{d}/sw", "--status"], setup=_metrics("garbage"), ok=_damage_named),
+    Case("--status with a record without sets", ["sweep", "{d}/sw", "--status"], setup=_metrics('{"step": 5}'), ok=_damage_named),
     # ---- plot
     Case("plot a sweep with no evaluation", ["plot", "{d}/sw"],
          setup=lambda d: _run(["sweep", str(d / "sw"), "--preset", "tiny", "--seeds", "1", "--status"], d)),
@@ -140,7 +148,9 @@ CASES = [
     Case("plot a run with a record without sets", ["plot", "{d}/r"],
          setup=_both(_write("r/config.json", "{}"), _write("r/metrics.jsonl", '{"step": 5}\n'))),
     Case("plot without matplotlib", code="import sys; sys.modules['matplotlib'] = None\n"
-         "from fastgrok.cli import main; sys.exit(main(['plot', sys.argv[1] + '/sw']))", setup=_tiny_sweep),
+         "from fastgrok.cli import main; sys.exit(main(['plot', sys.argv[1] + '/sw']))", setup=_tiny_sweep,
+         as_cli=True),
+    Case("sweep --preset ''", ["sweep", "{d}/sw", "--preset", "", "--seeds", "1"], left=_no("sw")),
     # ---- train input the battery of issue 9 did not have
     Case("--steps 1e23", ["train", "--preset", "tiny", "--steps", "1e23", "--out-dir", "{d}"]),
     Case("--device cuda:abc", ["train", "--preset", "tiny", "--device", "cuda:abc", "--out-dir", "{d}"]),
@@ -192,13 +202,19 @@ def outcome(case: Case) -> tuple[str, str]:
         err = r.stderr.strip()
         if "Traceback" in err:
             return "traceback", err.splitlines()[-1]
-        if case.code is not None:
+        if case.code is not None and not case.as_cli:
             return ("clean", "") if "CLEAN" in r.stdout else ("silent" if r.returncode == 0 else "unclear",
                                                                (r.stdout + err)[-200:])
+        if case.ok is not None:
+            if r.returncode != 0:
+                return "unclear", f"exit {r.returncode}: {err[-200:]}"
+            problem = case.ok(d)
+            return ("silent", problem) if problem else ("clean", "")
         if r.returncode == 0:
             return "silent", "exit 0"
         lines = err.splitlines()
-        one_line = len(lines) == 1 and lines[0].startswith("fastgrok: error:")
+        one_line = len(lines) == 1 and ": error:" in lines[0] and lines[0].split(":")[0] in ("fastgrok", "fastgrok-paper",
+                                                                                        "fastgrok bench")
         argparse_style = len(lines) >= 2 and lines[0].startswith("usage:") and ": error:" in lines[-1]
         if r.returncode != 2 or not (one_line or argparse_style):
             return "unclear", f"exit {r.returncode}: {err[-200:]}"

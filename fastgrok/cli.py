@@ -102,12 +102,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     overrides = {f.name: getattr(args, f.name) for cls in SECTIONS.values() for f in fields(cls)
                  if getattr(args, f.name, None) is not None}
     table = None
-    if args.config:
-        if args.preset:
+    if args.config is not None:
+        if args.preset is not None:
             raise ValueError("give the preset inside the TOML file (preset = '...') or on the command line, not both")
         cfg, table = config_and_grid_from_toml(args.config, overrides)
-    elif args.preset or overrides:
-        cfg = Config.preset(args.preset or DEFAULT_PRESET, **overrides)
+    elif args.preset is not None or overrides:
+        cfg = Config.preset(DEFAULT_PRESET if args.preset is None else args.preset, **overrides)
     else:
         cfg = None
     grid = parse_grid(args.grid, args.seeds, table)
