@@ -467,3 +467,18 @@ def test_damaged_metrics_and_stale_results_files(tmp_path, capsys):
     assert main(["plot", str(sweep.runs / "seed-1")]) == 2
     err = capsys.readouterr().err
     assert "lacks the four sets' metrics" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_local_sweep_folder_on_a_partition_of_other_nodes_is_warned(tmp_path, fake_slurm, monkeypatch):
+    from fastgrok.sweep import engines
+    (fake_slurm / "bin" / "sinfo").write_text('#!/bin/sh\necho "node1"\necho "node2"\n')
+    warning = engines.local_folder_warning(tmp_path, "gpu")
+    if warning is None:  # tmp_path on a shared (network) file system: nothing to warn about
+        import subprocess
+        fs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True).stdout.strip()
+        assert fs not in engines.LOCAL_FS
+    else:
+        assert "is on a local file system" in warning and "node1, node2" in warning
+    monkeypatch.setattr("socket.gethostname", lambda: "node1")
+    (fake_slurm / "bin" / "sinfo").write_text('#!/bin/sh\necho "node1"\n')
+    assert engines.local_folder_warning(tmp_path, "gpu") is None  # one node, this one: nothing to share

@@ -318,6 +318,9 @@ class SlurmEngine:
             gpus = _partition_gpus(opts.partition, opts.gpus_per_job)
         except SlurmUnavailable as e:
             raise SlurmUnavailable(f"{e}: nothing submitted") from None
+        warning = local_folder_warning(sweep.root, opts.partition)
+        if warning:
+            log(f"  warning: {warning}")
         latest, states, trouble = point_jobs(sweep, launch)
         if trouble is not None and latest:
             raise SlurmUnavailable(f"cannot tell whether the points' earlier jobs still run ({trouble}): nothing "
@@ -377,6 +380,27 @@ def _partition_gpus(partition: str, asked: int | None) -> int:
         raise FieldError("gpus_per_job", f"partition {partition!r} has no GPUs (gres {out.split()[0]}) but "
                          f"gpus_per_job={asked}: ask for 0")
     return asked
+
+
+LOCAL_FS = ("ext2/ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlayfs", "zfs", "f2fs")  # `stat -f -c %T` names
+
+
+def local_folder_warning(root: Path, partition: str) -> str | None:
+    """A warning when the sweep folder lies on a local file system while the partition has nodes other
+    than this host: their jobs could not read the folder."""
+    try:
+        fs = subprocess.run(["stat", "-f", "-c", "%T", str(root)], capture_output=True, text=True,
+                            timeout=10).stdout.strip()
+        nodes = _slurm("sinfo", "-h", "-p", partition, "-N", "-o", "%N").split()
+    except (OSError, subprocess.SubprocessError, SlurmUnavailable):
+        return None
+    import socket
+    here = {socket.gethostname(), socket.gethostname().split(".")[0]}
+    others = sorted(set(nodes) - here)
+    if fs in LOCAL_FS and others:
+        return (f"{root} is on a local file system ({fs}) but partition {partition!r} has other nodes "
+                f"({', '.join(others[:3])}{' …' if len(others) > 3 else ''}): put the sweep folder on one they share")
+    return None
 
 
 def refresh_results(root: str | Path) -> None:
