@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from fastgrok.runfolder import CONFIG, METRICS  # noqa: E402  (the run folder's file names, named there once)
+
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 TIMEOUT_S = int(os.environ.get("BATTERY_TIMEOUT_S", "60"))   # a case that trains past this hangs
 
@@ -72,7 +75,7 @@ def _metrics(line: str) -> Callable[[Path], None]:
     def setup(d: Path) -> None:
         _tiny_sweep(d)
         run = next((d / "sw" / "runs").iterdir())
-        (run / "metrics.jsonl").write_text(line + "\n" + (run / "metrics.jsonl").read_text())
+        (run / METRICS).write_text(line + "\n" + (run / METRICS).read_text())
     return setup
 
 
@@ -146,7 +149,7 @@ CASES = [
     Case("plot a folder that is neither", ["plot", "{d}"]),
     Case("plot a missing folder", ["plot", "{d}/nope"]),
     Case("plot a run with a record without sets", ["plot", "{d}/r"],
-         setup=_both(_write("r/config.json", "{}"), _write("r/metrics.jsonl", '{"step": 5}\n'))),
+         setup=_both(_write(f"r/{CONFIG}", "{}"), _write(f"r/{METRICS}", '{"step": 5}\n'))),
     Case("plot without matplotlib", code="import sys; sys.modules['matplotlib'] = None\n"
          "from fastgrok.cli import main; sys.exit(main(['plot', sys.argv[1] + '/sw']))", setup=_tiny_sweep,
          as_cli=True),
