@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -56,6 +57,16 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 def atomic_write_text(text: str, path: str | Path) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """A small JSON file's object (what atomic_write_text wrote), or None where it is missing, unreadable,
+    half written or not an object."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def load_file(path: str | Path) -> Any:

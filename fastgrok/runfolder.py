@@ -50,7 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .checkpoint import CheckpointError, atomic_save, atomic_write_text, load_file
+from .checkpoint import CheckpointError, atomic_save, atomic_write_text, load_file, read_json_object
 from .config import Config
 
 try:
@@ -262,11 +262,7 @@ def read_history(run_dir: str | Path, upto: int | None = None, slim: bool = Fals
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
     """summary.json (written when a run ends), or None where it is missing or half written."""
-    try:
-        summary = json.loads((Path(run_dir) / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
+    return read_json_object(Path(run_dir) / SUMMARY)
 
 
 def state(run_dir: str | Path) -> str:

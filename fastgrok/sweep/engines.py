@@ -290,7 +290,10 @@ class SlurmEngine:
     def held(self, sweep: Sweep, names: list[str], record: bool = True) -> dict[str, str]:
         """Points whose latest job SLURM still holds (queued, running) or that cannot be checked (unknown);
         a job SLURM reports failed makes its point failed, with the reason (with `record`)."""
-        latest, states, trouble = point_jobs(sweep, names)
+        return self._held(sweep, *point_jobs(sweep, names), record=record)
+
+    def _held(self, sweep: Sweep, latest: dict[str, str], states: dict[str, str], trouble: str | None,
+              record: bool) -> dict[str, str]:
         out = {}
         for name, job in latest.items():
             st = point_status(sweep.root, name)
@@ -325,7 +328,7 @@ class SlurmEngine:
         if trouble is not None and latest:
             raise SlurmUnavailable(f"cannot tell whether the points' earlier jobs still run ({trouble}): nothing "
                                    "submitted, so that none runs twice; try again when SLURM answers")
-        held = self.held(sweep, launch, record=False)  # the driver recorded failures before choosing `launch`
+        held = self._held(sweep, latest, states, trouble, record=False)  # the driver recorded failures already
         submit = [n for n in launch if n not in held]
         if held:
             log(f"  {len(held)} point(s) already queued or running in SLURM: not submitted again")

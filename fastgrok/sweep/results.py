@@ -52,9 +52,10 @@ def best_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     return best
 
 
-def run_row(run_dir: Path) -> dict[str, Any]:
+def run_row(run_dir: Path, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Metrics of one run folder: steps, time, final and best-o.o.d. accuracies, phases, first step of each phase."""
-    history, _ = usable_history(run_dir)
+    if history is None:
+        history, _ = usable_history(run_dir)
     summary = runfolder.read_summary(run_dir) or {}
     try:
         train = runfolder.load_config(run_dir).train
@@ -95,9 +96,10 @@ def sweep_rows(sweep: Sweep, held: Mapping[str, str] | None = None) -> list[dict
         wall = sum(a["end"] - a["train_called"] for a in attempts)
         row: dict[str, Any] = {"name": name, **point, "status": status,
                                "reason": failure_reason(sweep.root, name) if status == "failed" else None}
-        row.update(run_row(run_dir))
+        history, damage = usable_history(run_dir)
+        row.update(run_row(run_dir, history))
         if row["reason"] is None:
-            row["reason"] = usable_history(run_dir)[1]  # a damaged metrics.jsonl, named
+            row["reason"] = damage  # a damaged metrics.jsonl, named
         summary = runfolder.read_summary(run_dir) or {}
         row["wall_s"] = round(wall, 2) if attempts else summary.get("wall_s")
         row["steps_per_s"] = summary.get("steps_per_s")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runfolder
-from ..checkpoint import atomic_write_text
+from ..checkpoint import atomic_write_text, read_json_object
 from ..sets import SETTLED_PHASE
 from .spec import RUNS_DIR, STATE_DIR
 
@@ -27,14 +27,6 @@ def state_file(root: str | Path, name: str, kind: str) -> Path:
     return Path(root) / STATE_DIR / f"{name}.{kind}"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
 def point_status(root: Path, name: str) -> str:
     """done | settled | failed | running | interrupted | new | pending (queued comes from the engine)."""
     root = Path(root)
@@ -47,7 +39,7 @@ def point_status(root: Path, name: str) -> str:
 
 
 def failure_reason(root: Path, name: str) -> str | None:
-    rec = _read_json(state_file(root, name, "failed.json"))
+    rec = read_json_object(state_file(root, name, "failed.json"))
     return rec.get("reason") if rec else None
 
 
