@@ -34,7 +34,7 @@ __all__ = list(_EXPORTS)
 # The public submodules, imported on first access too: `import fastgrok; fastgrok.sweep.open_sweep(...)`.
 # (`fastgrok.train` is the function above; its module is `fastgrok.trainer`.)
 _SUBMODULES = ("config", "tasks", "data", "model", "trainer", "runfolder", "distributed", "sweep", "ops", "backends",
-               "metrics", "checkpoint", "paper", "sets", "memory", "envinfo", "bench")
+               "metrics", "checkpoint", "paper", "sets", "memory", "envinfo", "bench", "analysis")
 
 
 def __getattr__(name: str):

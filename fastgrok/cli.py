@@ -54,10 +54,82 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw a sweep's phase diagram, k-shot and curves (or one run's) as PNGs")
     pl.add_argument("path", metavar="SWEEP_DIR|RUN_DIR")
     pl.add_argument("--out", default=None, metavar="DIR", help="where the PNGs go (default: the folder itself)")
+    _add_analyze_parser(sub)
     from .bench.flags import SUITE_NAMES, add_arguments as add_bench_arguments
     add_bench_arguments(sub.add_parser("bench", help=f"run benchmarks ({', '.join(SUITE_NAMES)}, …; rows appended "
                                        "to bench_results/) or render bench_results/README.md"))
     return parser
+
+
+# The fields a paper-format checkpoint does not hold (its name usually does): flags of `analyze`.
+ANALYZE_FIELDS = ("p", "n_var", "selection", "n_pl", "n_id", "n_rd", "max_ood", "alpha", "data_seed", "n_shots",
+                  "sampling", "mlp")
+
+
+def _add_analyze_parser(sub: Any) -> None:
+    from .sets import ANALYSES
+    a = sub.add_parser("analyze", help="the paper's interpretability study of a run or checkpoint: k-shot, Figure 5's "
+                       "grid, attention, embeddings, heads, cosine, label noise (PNGs and JSON)",
+                       description="Study a trained model: SOURCE is a run folder (its best.pt, else last.pt) or a "
+                       "checkpoint in the paper's format (p and the task set from its name, or the flags below). "
+                       "Writes NAME.png and NAME.json per analysis to SOURCE/analysis/ (or --out).")
+    a.add_argument("source", metavar="RUN_DIR|CHECKPOINT")
+    a.add_argument("--what", default=None, metavar="LIST", help=f"comma-separated, of {', '.join(ANALYSES)} "
+                   "(default: all that fit the model)")
+    a.add_argument("--task", default=None, metavar="A,B", help="the task of grid, attention, heads and cosine "
+                   "(default: the first o.o.d. task)")
+    a.add_argument("--shots", type=int, default=None, metavar="K", help="examples in the fixed context "
+                   "(default: n_shots - 1)")
+    a.add_argument("--layer", type=int, default=None, metavar="L", help="the head drawn large in heads (default 0)")
+    a.add_argument("--head", type=int, default=None, metavar="H", help="(default 0)")
+    a.add_argument("--checkpoint", default=None, choices=("best", "last"), help="run folder: best.pt (default, "
+                   "else last.pt) or last.pt")
+    a.add_argument("--out", default=None, metavar="DIR", help="where the files go (default: RUN_DIR/analysis/)")
+    a.add_argument("--seed", type=int, default=0, help="draw of the fixed context and of the label noise")
+    a.add_argument("--noise-seqs", type=int, default=4096, metavar="N", help="label noise: sequences per set")
+    a.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda, cuda:1")
+    a.add_argument("--no-figures", action="store_true", help="the numbers (JSON) alone")
+    a.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    group = a.add_argument_group("a paper-format checkpoint's task fields (over what its name says)")
+    for name in ANALYZE_FIELDS:
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar=name.upper())
+
+
+def _parse_ints(text: str, flag: str, n: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise ValueError(f"{flag} {text!r}: expected {n} comma-separated integers")
+    return values
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import Options, analyze, open_source
+    from .config import FIELD_SECTION, SECTIONS, _coerce
+    from typing import get_type_hints
+    fields_given = {}
+    for name in ANALYZE_FIELDS:
+        value = getattr(args, name)
+        if value is not None:
+            fields_given[name] = _coerce(name, value, get_type_hints(SECTIONS[FIELD_SECTION[name]])[name])
+    what = tuple(w.strip() for w in args.what.split(",") if w.strip()) if args.what is not None else ()
+    if args.what is not None and not what:
+        raise ValueError("--what is empty: name analyses, comma-separated")
+    opts = Options(what=what, task=_parse_ints(args.task, "--task", 2) if args.task is not None else None,
+                   shots=args.shots, layer=args.layer, head=args.head, seed=args.seed, noise_seqs=args.noise_seqs,
+                   figures=not args.no_figures)
+    subject = open_source(args.source, checkpoint=args.checkpoint, device=args.device, fields=fields_given)
+    log = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))
+    step = f" at step {subject.step}" if subject.step is not None else ""
+    log(f"analyze {subject.checkpoint}{step}: p={subject.p}, depth {subject.cfg.model.depth}, width "
+        f"{subject.cfg.model.n_embd}, {subject.cfg.model.n_head} heads, {len(subject.tasks.pretrain)} pre-training "
+        f"tasks, {len(subject.tasks.ood)} o.o.d.")
+    index = analyze(subject, opts, args.out, log=log)
+    out = args.out or subject.out_dir
+    log(f"{len(index['analyses'])} analyses in {sum(a['seconds'] for a in index['analyses'].values()):.1f} s → {out}")
+    return 0
 
 
 def _add_sweep_parser(sub: Any) -> None:
@@ -254,11 +326,12 @@ def _main(args: argparse.Namespace) -> int:
         if args.command == "bench":
             from .bench.cli import main as bench_main
             return bench_main(args)
-        if args.command in ("sweep", "plot"):
+        if args.command in ("sweep", "plot", "analyze"):
             try:
-                return _cmd_sweep(args) if args.command == "sweep" else _cmd_plot(args)
+                cmd = {"sweep": _cmd_sweep, "plot": _cmd_plot, "analyze": _cmd_analyze}[args.command]
+                return cmd(args)
             except OSError as e:  # a folder that cannot be made or read: a user error, named
-                where = e.filename or getattr(args, "sweep_dir", None) or args.path
+                where = e.filename or getattr(args, "sweep_dir", None) or getattr(args, "path", None) or args.source
                 raise ValueError(f"{where}: {e.strerror or e}") from None
     except (*USER_ERRORS, TrainingError) as e:
         print(f"fastgrok: error: {_user_error(e)}", file=sys.stderr)

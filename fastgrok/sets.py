@@ -10,3 +10,6 @@ LEARNED_PHASES = ("id_memorization", "id_generalization", "ood_memorization", "o
 PHASES = (NOT_LEARNED, *LEARNED_PHASES, MIXED)
 SETTLED_PHASE = LEARNED_PHASES[-1]       # all four sets solved: what a sweep's stop_when_settled waits for
 PHASE_OF = {tuple(i < k for i in range(len(SPLITS))): phase for k, phase in enumerate((NOT_LEARNED, *LEARNED_PHASES))}
+
+# The analyses of `fastgrok analyze` (fastgrok.analysis.report), named here so the CLI needs no torch to list them.
+ANALYSES = ("kshot", "grid", "attention", "embedding", "heads", "cosine", "noise")

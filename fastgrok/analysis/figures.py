@@ -1,0 +1,243 @@
+"""The figures of `fastgrok analyze`, each drawn only from its analysis' JSON (and .npz): a notebook that loads
+NAME.json can call `draw(NAME, data, path)` and get the same picture. matplotlib (the `plot` extra) is
+imported on first use.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..sets import SPLITS
+
+SET_TITLES = dict(zip(SPLITS, ("i.d. train", "i.d. test", "o.o.d. train", "o.o.d. test")))
+SET_COLORS = dict(zip(SPLITS, ("#1f77b4", "#2ca02c", "#ff7f0e", "#d62728")))
+
+
+def pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        from ..sweep.plot import PlotUnavailable
+        raise PlotUnavailable("figures need matplotlib: pip install 'fastgrok[plot]' (or pip install matplotlib), "
+                              "or pass --no-figures for the numbers alone") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+    pyplot().close(fig)
+    return path
+
+
+def _a(x: Any) -> np.ndarray:
+    """A JSON list (None for NaN) as a float array."""
+    return np.array(x, dtype=object).astype(float) if x is not None else np.array([])
+
+
+def _task_title(d: dict[str, Any]) -> str:
+    a, b = d["task"]
+    kind = {"id": "pre-training", "ood": "o.o.d."}.get(d.get("task_kind"), "")
+    return f"task (a, b) = ({a}, {b}) {kind}, z = {a}x + {b}y mod {d.get('p', '')}".rstrip()
+
+
+def draw_kshot(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), sharex=True, sharey=True, constrained_layout=True)
+    for ax, split in zip(axes.flat, SPLITS):
+        s = d["sets"][split]
+        acc, lo, hi = _a(s["acc"]), _a(s["lo"]), _a(s["hi"])
+        shots = np.arange(len(acc))
+        for row in s["task_acc"]:
+            ax.plot(shots, _a(row), color=SET_COLORS[split], alpha=0.12, lw=0.8)
+        ax.fill_between(shots, lo, hi, color=SET_COLORS[split], alpha=0.3, lw=0)
+        ax.plot(shots, acc, color=SET_COLORS[split], lw=2, marker="o", ms=3)
+        ax.axhline(d["chance"], color="grey", ls=":", lw=1)
+        ax.set_title(f"{SET_TITLES[split]} ({s['n_seqs']} seqs, ±{100 * s['half_width']:.1f} pts)", fontsize=10)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("shot (examples before it)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    fig.suptitle("in-context accuracy per shot (thin: each task; band: 95% interval)", fontsize=11)
+    return _save(fig, path)
+
+
+def _pick_ks(K: int, n: int = 6) -> list[int]:
+    return sorted({int(round(v)) for v in np.linspace(1, K, min(n, K))})
+
+
+def draw_grid(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    plt = pyplot()
+    from matplotlib.colors import ListedColormap
+    model, rm, mr = (np.array(d[k], dtype=bool) for k in ("model", "ratio_matching", "modular_regression"))
+    K = len(model)
+    ks = _pick_ks(K)
+    fig = plt.figure(figsize=(2.0 * len(ks) + 1, 11), constrained_layout=True)
+    sub = fig.subfigures(2, 1, height_ratios=[1, 2.6])
+    ax = sub[0].subplots()
+    k = np.arange(1, K + 1)
+    for key, label, style in (("model_acc", "model right", "k-"), ("rm_coverage", "ratio matching covers", "C0--"),
+                              ("mr_coverage", "modular regression covers", "C1--"),
+                              ("rm_explains", "model's right answers RM explains", "C0-"),
+                              ("mr_explains", "model's right answers MR explains", "C1-")):
+        ax.plot(k, _a(d[key]), style, label=label, marker="o", ms=3)
+    ax.set_xlabel("k, examples in context")
+    ax.set_ylabel("share of the p² queries")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    ax.set_title(_task_title(d), fontsize=10)
+    both = ListedColormap(["#f0f0f0", "#d62728", "#1f77b4", "#2ca02c"])  # neither, model only, alg only, both
+    rows = (("model", model, None), ("ratio matching", rm, None), ("modular regression", mr, None),
+            ("model vs RM", model, rm), ("model vs MR", model, mr))
+    axes = sub[1].subplots(len(rows), len(ks), squeeze=False)
+    ctx = np.array(d["context"])
+    for c, kk in enumerate(ks):
+        for r, (name, a, b) in enumerate(rows):
+            ax = axes[r, c]
+            if b is None:
+                ax.imshow(a[kk - 1].T, origin="lower", cmap="Greys", vmin=0, vmax=1.4, interpolation="nearest")
+            else:
+                ax.imshow((a[kk - 1].astype(int) + 2 * b[kk - 1].astype(int)).T, origin="lower", cmap=both,
+                          vmin=-0.5, vmax=3.5, interpolation="nearest")
+            ax.scatter(ctx[:kk, 0], ctx[:kk, 1], s=6, c="#ff7f0e", marker="s")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"k = {kk}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    sub[1].suptitle("queries (x →, y ↑) answered right; orange: the context's points. Comparison rows — green: "
+                    "both, red: model only, blue: algorithm only", fontsize=8)
+    return _save(fig, path)
+
+
+def draw_attention(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    plt = pyplot()
+    att = _a(d["attention"])  # (L, H, T, T)
+    L, H, T, _ = att.shape
+    labels = d["labels"]
+    fig, axes = plt.subplots(L, H, figsize=(3.2 * H, 3.2 * L), squeeze=False, constrained_layout=True)
+    step = 1 if T <= 36 else 3
+    ticks = np.arange(0 if step == 1 else 2, T, step)
+    for i in range(L):
+        for h in range(H):
+            ax = axes[i, h]
+            m = np.where(np.tril(np.ones((T, T), bool)), att[i, h], np.nan)
+            ax.imshow(m, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"layer {i}, head {h}", fontsize=9)
+            ax.set_xticks(ticks, [labels[t] for t in ticks], fontsize=5, rotation=90)
+            ax.set_yticks(ticks, [labels[t] for t in ticks], fontsize=5)
+    fig.suptitle(f"attention probabilities (row: query token, column: key); {_task_title(d)}", fontsize=10)
+    return _save(fig, path)
+
+
+def draw_embedding(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    plt = pyplot()
+    pcs, share, logs = _a(d["pcs"]), _a(d["explained"]), d["logs"]
+    pairs = [(0, 1), (2, 3)] if pcs.shape[1] >= 4 else [(0, 1)]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 5), squeeze=False, constrained_layout=True)
+    colors = ["#7f7f7f" if lg < 0 else ("#1f77b4" if lg % 2 == 0 else "#d62728") for lg in logs]
+    for ax, (i, j) in zip(axes[0], pairs):
+        ax.scatter(pcs[:, i], pcs[:, j], c=colors, s=25)
+        for n, lg in enumerate(logs):
+            ax.annotate(f"{n} ({lg if lg >= 0 else '–'})", (pcs[n, i], pcs[n, j]), fontsize=7, color=colors[n],
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(f"PC{i + 1} ({100 * share[i]:.0f}%)")
+        ax.set_ylabel(f"PC{j + 1} ({100 * share[j]:.0f}%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"token embeddings of 0 … {d['p'] - 1}, labelled n (log_{d['primitive_root']} n); "
+                 "blue: even log, red: odd", fontsize=10)
+    return _save(fig, path)
+
+
+def draw_heads(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    plt = pyplot()
+    pcs, bpcs = _a(d["head_pcs"]), _a(d["block_pcs"])  # (L, H, p², 2), (L, p², 2)
+    L, H = pcs.shape[:2]
+    q = np.array(d["queries"])
+    logs = np.array(d["logs"])
+    p = d["p"]
+    fig, axes = plt.subplots(L + 1, H + 1, figsize=(2.8 * (H + 1), 2.8 * (L + 1)), squeeze=False,
+                             constrained_layout=True)
+    for i in range(L):
+        for h in range(H + 1):
+            ax = axes[i, h]
+            xy = pcs[i, h] if h < H else bpcs[i]
+            ax.scatter(xy[:, 0], xy[:, 1], c=q[:, 0], cmap="hsv", vmin=0, vmax=p, s=6)
+            ax.set_title(f"layer {i}, " + (f"head {h}" if h < H else "block output"), fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    li, hi = d["layer"], d["head"]
+    big = pcs[li, hi]
+    colourings = (("x", q[:, 0], p), ("y", q[:, 1], p), (f"log_{d['primitive_root']} x", logs[q[:, 0]], p - 1))
+    for c, (name, values, top) in enumerate(colourings):
+        ax = axes[L, c]
+        ax.scatter(big[:, 0], big[:, 1], c=values, cmap="hsv", vmin=0, vmax=top, s=8)
+        ax.set_title(f"layer {li}, head {hi}: colour = {name}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for c in range(len(colourings), H + 1):
+        axes[L, c].axis("off")
+    fig.suptitle(f"head outputs at the (x, y) tokens of one example varied over Z_{p}², after {d['shots']} fixed "
+                 f"examples, PCA to 2-D (colour: x); {_task_title(d)}", fontsize=9)
+    return _save(fig, path)
+
+
+def draw_cosine(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    plt = pyplot()
+    if not arrays:
+        with np.load(path.with_name(d["arrays"])) as z:
+            arrays = {k: z[k] for k in z.files}
+    hc, bc = arrays["heads"].astype(np.float32), arrays["blocks"].astype(np.float32)  # (L, H, N, N), (L, N, N)
+    L, H = hc.shape[:2]
+    fig, axes = plt.subplots(L, H + 1, figsize=(2.8 * (H + 1), 2.8 * L), squeeze=False, constrained_layout=True)
+    for i in range(L):
+        for h in range(H + 1):
+            ax = axes[i, h]
+            im = ax.imshow(hc[i, h] if h < H else bc[i], cmap="coolwarm", vmin=-1, vmax=1, origin="lower",
+                           interpolation="nearest")
+            ax.set_title(f"layer {i}, " + (f"head {h}" if h < H else "block output"), fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(im, ax=axes, shrink=0.5)
+    fig.suptitle(f"cosine similarity of features at the y token over (x, y) ∈ Z_{d['p']}² (row x·p + y); "
+                 f"{_task_title(d)}", fontsize=9)
+    return _save(fig, path)
+
+
+def draw_noise(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    plt = pyplot()
+    sets = d["sets"]
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.5), squeeze=False, constrained_layout=True)
+    for ax, (split, s) in zip(axes[0], sets.items()):
+        acc = _a(s["acc"])  # (S, S) [k][j]
+        S = len(acc)
+        im = ax.imshow(acc[1:].T, origin="lower", cmap="magma", vmin=0, vmax=1, aspect="auto",
+                       extent=(0.5, S - 0.5, -0.5, S - 0.5), interpolation="nearest")
+        ax.set_xlabel("k, examples before the query")
+        ax.set_ylabel("j of them with a wrong z")
+        ax.set_title(f"{SET_TITLES.get(split, split)} tasks ({s['n_seqs']} seqs)", fontsize=10)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy at the query")
+    fig.suptitle(f"label noise (chance {d['chance']:.2f})", fontsize=10)
+    return _save(fig, path)
+
+
+DRAW: dict[str, Callable[[dict[str, Any], Path, dict[str, np.ndarray]], Path]] = dict(
+    kshot=draw_kshot, grid=draw_grid, attention=draw_attention, embedding=draw_embedding, heads=draw_heads,
+    cosine=draw_cosine, noise=draw_noise)
+
+
+def draw(name: str, data: dict[str, Any], path: str | Path, arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """The figure of analysis `name` from its JSON data (and .npz arrays), written to `path`."""
+    if name not in DRAW:
+        raise ValueError(f"no figure for {name!r}; figures: {', '.join(DRAW)}")
+    return DRAW[name](data, Path(path), arrays or {})
