@@ -126,6 +126,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     log(f"analyze {subject.checkpoint}{step}: p={subject.p}, depth {subject.cfg.model.depth}, width "
         f"{subject.cfg.model.n_embd}, {subject.cfg.model.n_head} heads, {len(subject.tasks.pretrain)} pre-training "
         f"tasks, {len(subject.tasks.ood)} o.o.d.")
+    if subject.source == subject.checkpoint:  # a checkpoint file: its task set is fastgrok's draw for the fields
+        log(f"tasks: fastgrok's draw for p={subject.p}, data_seed={subject.cfg.task.data_seed} (the ones trained on if "
+            "fastgrok-paper trained it; not those of the paper's own code, which draws them from its training seed)")
     index = analyze(subject, opts, args.out, log=log)
     out = args.out or subject.out_dir
     log(f"{len(index['analyses'])} analyses in {sum(a['seconds'] for a in index['analyses'].values()):.1f} s → {out}")

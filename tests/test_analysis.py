@@ -301,3 +301,19 @@ def test_bad_input_is_one_line_and_exit_2(trained_run, tmp_path, capsys):
     garbage.write_bytes(b"not a checkpoint")
     assert "corrupt" in _err(capsys, ["analyze", str(garbage), "--p", "7"])
     assert "saved in it" in _err(capsys, ["analyze", run, "--p", "7"])
+
+
+def test_grid_benchmark_quick_appends_rows(tmp_path):
+    """benchmarks/bench_analysis.py --quick: both paths timed, rows appended (no speed asserted)."""
+    import subprocess
+    import sys
+    from fastgrok.bench.core import read_rows
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_analysis.py"
+    for _ in range(2):
+        r = subprocess.run([sys.executable, str(script), "--quick", "--out-dir", str(tmp_path)], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "predictions differ at 0 of 1089" in r.stdout, r.stdout
+    rows = read_rows(tmp_path / "analysis.csv")
+    assert [r["provider"] for r in rows] == ["kv_cache", "full_sequences"] * 2
+    assert all(r["unit"] == "s" and float(r["p50"]) > 0 and r["x"] == "p11_d2_w64_h4_K9" for r in rows)

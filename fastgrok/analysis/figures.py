@@ -181,14 +181,16 @@ def draw_heads(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> 
     colourings = (("x", q[:, 0], p), ("y", q[:, 1], p), (f"log_{d['primitive_root']} x", logs[q[:, 0]], p - 1))
     for c, (name, values, top) in enumerate(colourings):
         ax = axes[L, c]
-        ax.scatter(big[:, 0], big[:, 1], c=values, cmap="hsv", vmin=0, vmax=top, s=8)
+        has = values >= 0  # log 0 does not exist: those points in black
+        ax.scatter(big[~has, 0], big[~has, 1], c="k", s=8)
+        ax.scatter(big[has, 0], big[has, 1], c=values[has], cmap="hsv", vmin=0, vmax=top, s=8)
         ax.set_title(f"layer {li}, head {hi}: colour = {name}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     for c in range(len(colourings), H + 1):
         axes[L, c].axis("off")
     fig.suptitle(f"head outputs at the (x, y) tokens of one example varied over Z_{p}², after {d['shots']} fixed "
-                 f"examples, PCA to 2-D (colour: x); {_task_title(d)}", fontsize=9)
+                 f"examples, PCA to 2-D (colour: x; black: x = 0 in the log panel); {_task_title(d)}", fontsize=9)
     return _save(fig, path)
 
 
@@ -209,8 +211,8 @@ def draw_cosine(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) ->
             ax.set_xticks([])
             ax.set_yticks([])
     fig.colorbar(im, ax=axes, shrink=0.5)
-    fig.suptitle(f"cosine similarity of features at the y token over (x, y) ∈ Z_{d['p']}² (row x·p + y); "
-                 f"{_task_title(d)}", fontsize=9)
+    fig.suptitle(f"cosine similarity of features at the y token over (x, y) ∈ Z_{d['p']}² (rows: the queries in "
+                 f"cosine.json, x major); {_task_title(d)}", fontsize=9)
     return _save(fig, path)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +38,6 @@ class Options:
     noise_seqs: int = 4096                  # label noise: sequences per set
     kshot_max_seqs: int = 20_000            # kshot: cap per set
     figures: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve(subject: Subject, opts: Options) -> tuple[str, ...]:
@@ -196,7 +195,7 @@ def attention_sequence(s: Subject, st: Setting, seed: int) -> np.ndarray:
 def run_attention(s: Subject, st: Setting, opts: Options) -> Result:
     seq = attention_sequence(s, st, opts.seed)
     maps = probe.attention_maps(s.model, torch.as_tensor(seq))  # (L, H, T, T)
-    return dict(**st.as_json(), tokens=seq.tolist(), labels=token_labels(len(seq), s.cfg.task.n_var),
+    return dict(**st.as_json(), p=s.p, tokens=seq.tolist(), labels=token_labels(len(seq), s.cfg.task.n_var),
                 attention=_r(maps.numpy(), 5)), {}
 
 
@@ -234,9 +233,16 @@ def run_heads(s: Subject, st: Setting, opts: Options) -> Result:
                 block_explained=_r(bshare)), {}
 
 
+MAX_COSINE_ROWS = 4096  # p² above this (p > 64): the matrices over the queries with x, y < 64 only
+
+
 def run_cosine(s: Subject, st: Setting, opts: Options) -> Result:
     feats, queries = _head_setting(s, st)
     heads, blocks = feats["heads"].numpy(), feats["blocks"].numpy()
+    if len(queries) > MAX_COSINE_ROWS:  # (p², p²) matrices per head would not fit: a corner of Z_p²
+        m = int(MAX_COSINE_ROWS**0.5)
+        keep = (queries[:, 0] < m) & (queries[:, 1] < m)
+        queries, heads, blocks = queries[keep], heads[:, :, keep], blocks[:, keep]
     L, H = heads.shape[:2]
     # at the y token, where a head sees the whole varied example (x, y), as the paper's "y" panels
     hc = np.stack([np.stack([alg.cosine_matrix(heads[i, h, :, 1]) for h in range(H)]) for i in range(L)])
