@@ -220,14 +220,16 @@ def test_analyze_a_run_writes_every_figure_and_its_numbers(trained_run, tmp_path
 
 def test_analyze_is_deterministic_and_redraws_from_json(trained_run, tmp_path):
     subject = open_source(trained_run)
-    opts = Options(what=("kshot", "grid", "noise", "heads"), noise_seqs=256, seed=3, figures=False)
+    opts = Options(noise_seqs=256, seed=3, figures=False)
     a, b = tmp_path / "a", tmp_path / "b"
     analyze(subject, opts, a)
     analyze(open_source(trained_run), opts, b)
-    for name in opts.what:
+    for name in ANALYSES:
         da, db = (json.loads((d / f"{name}.json").read_text()) for d in (a, b))
         da.pop("seconds", None), db.pop("seconds", None)
         assert da == db, name
+    with np.load(a / "cosine.npz") as za, np.load(b / "cosine.npz") as zb:
+        assert all(np.array_equal(za[k], zb[k]) for k in ("heads", "blocks"))
     other = tmp_path / "c"
     analyze(subject, Options(what=("grid",), seed=4, figures=False), other)
     assert json.loads((other / "grid.json").read_text())["context"] != json.loads((a / "grid.json").read_text())["context"]
@@ -255,13 +257,22 @@ def test_analyze_a_paper_checkpoint_reads_p_and_tasks_from_its_name(tmp_path, ca
     assert len(subject.tasks.pretrain) == 8 and subject.step == 100 and subject.cfg.model.vocab_size == 25
     from fastgrok.tasks import make_tasks
     assert torch.equal(subject.tasks.pretrain, make_tasks(subject.cfg.task).pretrain)
-    assert main(["analyze", str(path), "--what", "grid,embedding,attention", "--task", "2,3", "--shots", "4",
-                 "--no-figures", "--quiet"]) == 0
+    assert main(["analyze", str(path), "--task", "2,3", "--shots", "4", "--layer", "1", "--head", "1", "--quiet",
+                 *FAST]) == 0
     assert capsys.readouterr().out == ""
     out = path.with_name(path.stem + ".analysis")
+    for name in ANALYSES:
+        assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.json").is_file(), name
     grid = json.loads((out / "grid.json").read_text())
     assert grid["task"] == [2, 3] and grid["shots"] == 4 and np.array(grid["model"]).shape == (4, 7, 7)
+    assert grid["task_kind"] == ("id" if [2, 3] in subject.tasks.pretrain.tolist() else "ood")
     assert json.loads((out / "embedding.json").read_text())["primitive_root"] == 3
+    heads = json.loads((out / "heads.json").read_text())
+    assert (heads["layer"], heads["head"]) == (1, 1) and np.array(heads["head_pcs"]).shape == (2, 2, 49, 2)
+    kshot = json.loads((out / "kshot.json").read_text())
+    assert kshot["chance"] == pytest.approx(1 / 7) and len(kshot["sets"]["ood_test"]["acc"]) == 6
+    index = json.loads((out / "index.json").read_text())
+    assert index["step"] == 100 and index["source"] == str(path)
     # a name that says nothing: --p and the task fields given beside it
     bare = tmp_path / "model.pth"
     bare.write_bytes(path.read_bytes())

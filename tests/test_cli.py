@@ -156,7 +156,7 @@ def _maps(pid: int) -> str:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["bench", "--nope"], ["train", "--depth"],
-                                  ["presets"], ["config", "--preset", "demo"]])
+                                  ["presets"], ["config", "--preset", "demo"], ["analyze", "--help"], ["analyze"]])
 def test_help_and_bad_flags_do_not_import_torch(argv):
     code = ("import sys, fastgrok.cli as c\n"
             "try:\n    c.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
