@@ -90,6 +90,7 @@ def draw_grid(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> P
                               ("mr_explains", "model's right answers MR explains", "C1-")):
         ax.plot(k, _a(d[key]), style, label=label, marker="o", ms=3)
     ax.set_xlabel("k, examples in context")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("share of the p² queries")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8, loc="lower right")

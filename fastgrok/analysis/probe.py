@@ -49,7 +49,7 @@ class Trace:
     """What `trace` saw at the query tokens."""
 
     logits: Tensor                                        # (B, T, V)
-    prefix: Prefix                                        # keys/values of prefix + these tokens (B, H, P + T, D)
+    prefix: Prefix                                        # B = 1 only: keys/values of prefix + tokens (1, H, P+T, D)
     attn: list[Tensor] = field(default_factory=list)      # per layer (B, H, T, P + T) probabilities
     heads: list[Tensor] = field(default_factory=list)     # per layer (B, H, T, C): each head's output
     blocks: list[Tensor] = field(default_factory=list)    # per layer (B, T, C): the residual after the block
@@ -115,7 +115,7 @@ def trace(model: torch.nn.Module, idx: Tensor, prefix: Prefix | None = None, rec
         D = y.shape[-1]
         x = x + attn.o(y.transpose(1, 2).reshape(B, T, C))
         x = x + block.mlp(block.ln_2(x))
-        if B == 1:  # a sequence's own keys and values extend the prefix (what Prefix.of uses)
+        if B == 1:  # one sequence's own keys and values extend the prefix (what prefix_of returns)
             out.prefix.keys.append(k if pk is None else torch.cat([pk, k], dim=2))
             out.prefix.values.append(v if pv is None else torch.cat([pv, v], dim=2))
         if record:
