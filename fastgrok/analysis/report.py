@@ -50,7 +50,8 @@ def resolve(subject: Subject, opts: Options) -> tuple[str, ...]:
         raise ValueError(f"unknown analysis {', '.join(map(repr, unknown))}; analyses: {', '.join(ANALYSES)}")
     plane = [a for a in opts.what if a in NEEDS_PLANE]
     if plane and n_var != 2:
-        raise ValueError(f"{', '.join(plane)} range over all (x, y) ∈ Z_p²: they need n_var = 2, this run has {n_var}")
+        raise ValueError(f"{', '.join(plane)}: these analyses range over all (x, y) ∈ Z_p² and need n_var = 2; "
+                         f"this run has n_var = {n_var}")
     return tuple(dict.fromkeys(opts.what))
 
 
