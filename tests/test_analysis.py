@@ -328,3 +328,16 @@ def test_grid_benchmark_quick_appends_rows(tmp_path):
     rows = read_rows(tmp_path / "analysis.csv")
     assert [r["provider"] for r in rows] == ["kv_cache", "full_sequences"] * 2
     assert all(r["unit"] == "s" and float(r["p50"]) > 0 and r["x"] == "p11_d2_w64_h4_K9" for r in rows)
+
+
+def test_three_variables_get_the_analyses_that_fit(tmp_path, capsys):
+    cfg = Config.preset("tiny", n_var=3, selection="random", n_id=8, n_pl=None, out_dir=str(tmp_path), run_name="nv3")
+    train(cfg, quiet=True)
+    run = tmp_path / "nv3"
+    assert main(["analyze", str(run), "--no-figures", "--quiet", *FAST]) == 0
+    index = json.loads((run / "analysis" / "index.json").read_text())
+    assert list(index["analyses"]) == ["kshot", "attention", "embedding", "noise"]
+    att = json.loads((run / "analysis" / "attention.json").read_text())
+    assert att["labels"][:4] == ["v1_1", "v2_1", "v3_1", "z1"] and len(att["tokens"]) == 4 * 6 - 1
+    assert "need n_var = 2" in _err(capsys, ["analyze", str(run), "--what", "grid,heads"])
+    assert "needs n_var = 2" in _err(capsys, ["analyze", str(run), "--task", "1,2"])
