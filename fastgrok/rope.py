@@ -20,11 +20,12 @@ def rope_angles(T: int, D: int, theta: float = 10000.0, device: torch.device | s
     return t[:, None] * inv_freq[None, :]  # (T, D/2)
 
 
-def apply_rope(x: Tensor, theta: float = 10000.0) -> Tensor:
-    """Rotate x (..., T, D) by its position along dim -2; fp32 angles and math, returns x.dtype."""
+def apply_rope(x: Tensor, theta: float = 10000.0, start: int = 0) -> Tensor:
+    """Rotate x (..., T, D) by its position along dim -2, the first at `start` (tokens after a cached prefix);
+    fp32 angles and math, returns x.dtype."""
     T, D = x.shape[-2], x.shape[-1]
     work = torch.promote_types(x.dtype, torch.float32)  # fp32 math (fp64 stays fp64)
-    ang = rope_angles(T, D, theta, x.device).to(work)  # (T, D/2)
+    ang = rope_angles(start + T, D, theta, x.device)[start:].to(work)  # (T, D/2)
     cos, sin = ang.cos(), ang.sin()
     xf = x.to(work).unflatten(-1, (D // 2, 2))  # (..., T, D/2, 2)
     x0, x1 = xf[..., 0], xf[..., 1]  # (..., T, D/2) each

@@ -1,39 +1,19 @@
 """The figures of `fastgrok analyze`, each drawn only from its analysis' JSON (and .npz): a notebook that loads
 NAME.json can call `draw(NAME, data, path)` and get the same picture. matplotlib (the `plot` extra) is
-imported on first use.
+imported on first use, as by the sweep's figures (fastgrok.sweep.plot's pyplot and save_png).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..sets import SPLITS
+from ..sweep.plot import pyplot, save_png
 
 SET_TITLES = dict(zip(SPLITS, ("i.d. train", "i.d. test", "o.o.d. train", "o.o.d. test")))
 SET_COLORS = dict(zip(SPLITS, ("#1f77b4", "#2ca02c", "#ff7f0e", "#d62728")))
-
-
-def pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        from ..sweep.plot import PlotUnavailable
-        raise PlotUnavailable("figures need matplotlib: pip install 'fastgrok[plot]' (or pip install matplotlib), "
-                              "or pass --no-figures for the numbers alone") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-    pyplot().close(fig)
-    return path
 
 
 def _a(x: Any) -> np.ndarray:
@@ -67,7 +47,7 @@ def draw_kshot(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> 
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy")
     fig.suptitle("in-context accuracy per shot (thin: each task; band: 95% interval)", fontsize=11)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _pick_ks(K: int, n: int = 6) -> list[int]:
@@ -118,7 +98,7 @@ def draw_grid(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> P
                 ax.set_ylabel(name, fontsize=8)
     sub[1].suptitle("queries (x →, y ↑) answered right; orange: the context's points. Comparison rows — green: "
                     "both, red: model only, blue: algorithm only", fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def draw_attention(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -138,7 +118,7 @@ def draw_attention(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray])
             ax.set_xticks(ticks, [labels[t] for t in ticks], fontsize=5, rotation=90)
             ax.set_yticks(ticks, [labels[t] for t in ticks], fontsize=5)
     fig.suptitle(f"attention probabilities (row: query token, column: key); {_task_title(d)}", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def draw_embedding(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -157,7 +137,7 @@ def draw_embedding(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray])
         ax.grid(alpha=0.3)
     fig.suptitle(f"token embeddings of 0 … {d['p'] - 1}, labelled n (log_{d['primitive_root']} n); "
                  "blue: even log, red: odd", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def draw_heads(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -192,7 +172,7 @@ def draw_heads(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> 
         axes[L, c].axis("off")
     fig.suptitle(f"head outputs at the (x, y) tokens of one example varied over Z_{p}², after {d['shots']} fixed "
                  f"examples, PCA to 2-D (colour: x; black: x = 0 in the log panel); {_task_title(d)}", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def draw_cosine(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -214,7 +194,7 @@ def draw_cosine(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) ->
     fig.colorbar(im, ax=axes, shrink=0.5)
     fig.suptitle(f"cosine similarity of features at the y token over (x, y) ∈ Z_{d['p']}² (rows: the queries in "
                  f"cosine.json, x major); {_task_title(d)}", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def draw_noise(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -231,7 +211,7 @@ def draw_noise(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> 
         ax.set_title(f"{SET_TITLES.get(split, split)} tasks ({s['n_seqs']} seqs)", fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy at the query")
     fig.suptitle(f"label noise (chance {d['chance']:.2f})", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 DRAW: dict[str, Callable[[dict[str, Any], Path, dict[str, np.ndarray]], Path]] = dict(

@@ -23,7 +23,7 @@ from ..backends import split_qkv
 from ..config import Config
 from ..data import generate_batch, split_source
 from ..metrics import z_logits_targets
-from ..rope import rope_angles
+from ..rope import apply_rope
 from ..tasks import Tasks
 from .algorithms import check_examples, wilson_interval
 
@@ -53,17 +53,6 @@ class Trace:
     attn: list[Tensor] = field(default_factory=list)      # per layer (B, H, T, P + T) probabilities
     heads: list[Tensor] = field(default_factory=list)     # per layer (B, H, T, C): each head's output
     blocks: list[Tensor] = field(default_factory=list)    # per layer (B, T, C): the residual after the block
-
-
-def _rope_at(x: Tensor, start: int, theta: float) -> Tensor:
-    """x (B, H, T, D) rotated as positions start … start+T−1 (the same fp32 angles as rope.apply_rope)."""
-    T, D = x.shape[-2], x.shape[-1]
-    work = torch.promote_types(x.dtype, torch.float32)
-    ang = rope_angles(start + T, D, theta, x.device)[start:].to(work)  # (T, D/2)
-    cos, sin = ang.cos(), ang.sin()
-    xf = x.to(work).unflatten(-1, (D // 2, 2))  # (B, H, T, D/2, 2)
-    x0, x1 = xf[..., 0], xf[..., 1]
-    return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2).to(x.dtype)
 
 
 def _shared_matmul(a: Tensor, b: Tensor) -> Tensor:
@@ -107,7 +96,7 @@ def trace(model: torch.nn.Module, idx: Tensor, prefix: Prefix | None = None, rec
     for i, block in enumerate(model.transformer.h):
         attn = block.attn
         q, k, v = split_qkv(attn.to_qkv(block.ln_1(x)), H)  # (B, H, T, D) each
-        q, k = _rope_at(q, start, theta), _rope_at(k, start, theta)
+        q, k = apply_rope(q, theta, start), apply_rope(k, theta, start)
         pk = pv = None
         if prefix is not None:
             pk, pv = prefix.keys[i], prefix.values[i]

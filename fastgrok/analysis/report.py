@@ -118,6 +118,7 @@ class Setting:
     context: np.ndarray  # (K, 3)
     layer: int
     head: int
+    features: dict[str, torch.Tensor] | None = None  # head_features of the context, shared by heads and cosine
 
     def as_json(self) -> dict[str, Any]:
         return dict(task=list(self.task), task_kind=self.kind, shots=len(self.context),
@@ -211,8 +212,10 @@ def run_embedding(s: Subject, st: Setting, opts: Options) -> Result:
 
 
 def _head_setting(s: Subject, st: Setting) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-    feats = probe.head_features(s.model, st.context, s.p)
-    return feats, probe.all_queries(s.p)
+    """The head and block features over Z_p² after the context, computed once for heads and cosine."""
+    if st.features is None:
+        st.features = probe.head_features(s.model, st.context, s.p)
+    return st.features, probe.all_queries(s.p)
 
 
 def run_heads(s: Subject, st: Setting, opts: Options) -> Result:
@@ -288,8 +291,11 @@ def analyze(subject: Subject, opts: Options, out: str | Path | None = None,
     check_options(subject, opts)
     out = Path(out) if out is not None else subject.out_dir
     if opts.figures:
-        from .figures import pyplot
-        pyplot()  # matplotlib missing: say so before any compute
+        from ..sweep.plot import PlotUnavailable, pyplot
+        try:
+            pyplot()  # matplotlib missing: say so before any compute
+        except PlotUnavailable as e:
+            raise PlotUnavailable(f"{e}; or pass --no-figures for the numbers alone") from None
     out.mkdir(parents=True, exist_ok=True)
     st = setting(subject, opts)
     index: dict[str, Any] = dict(source=subject.source, checkpoint=subject.checkpoint, step=subject.step,

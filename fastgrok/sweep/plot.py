@@ -32,7 +32,7 @@ class PlotUnavailable(ValueError):
     """matplotlib is not installed."""
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
@@ -42,12 +42,12 @@ def _plt() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
     """Write through a temporary name so a reader never sees half a PNG."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")  # two workers may draw at once
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     tmp.replace(path)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -71,7 +71,7 @@ def _layout(sweep: Sweep) -> tuple[str | None, str | None, str | None]:
 
 
 def phase_diagram(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     x_ax, y_ax, p_ax = _layout(sweep)
     xs = sorted(sweep.grid[x_ax]) if x_ax else [None]
     ys = sorted(sweep.grid[y_ax]) if y_ax else [None]
@@ -109,7 +109,7 @@ def phase_diagram(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
     fig.legend(handles, list(PHASE_LABELS.values()), loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     fig.suptitle(f"phase: sets solved at last-shot acc ≥ {rows[0]['phase_threshold']}\n"
                  "number: o.o.d.-test last-shot acc; hatched: not finished", fontsize=8)
-    return _save(fig, out / "phase_diagram.png")
+    return save_png(fig, out / "phase_diagram.png")
 
 
 def _histories(sweep: Sweep, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -121,7 +121,7 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def kshot(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     _, _, p_ax = _layout(sweep)
     panels = sorted(sweep.grid[p_ax]) if p_ax else [None]
     fig, axs = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False,
@@ -143,7 +143,7 @@ def kshot(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
         ax.set_ylabel("o.o.d. test accuracy (best ckpt)")
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{p_ax} {format_value(pv)}" if p_ax else "k-shot curve of each run", fontsize=9)
-    return _save(fig, out / "kshot.png")
+    return save_png(fig, out / "kshot.png")
 
 
 def _curve_panel(ax: Any, history: list[dict[str, Any]], title: str, small: bool) -> None:
@@ -156,7 +156,7 @@ def _curve_panel(ax: Any, history: list[dict[str, Any]], title: str, small: bool
 
 
 def curves(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     runs = _histories(sweep, rows)[:MAX_CURVE_PANELS]
     if not runs:
         raise ValueError(f"no run of {sweep.root} has an evaluation yet")
@@ -173,11 +173,11 @@ def curves(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.03))
     fig.suptitle("last-shot accuracy of the four sets against step", fontsize=9)
     fig.tight_layout()
-    return _save(fig, out / "curves.png")
+    return save_png(fig, out / "curves.png")
 
 
 def run_curves(run_dir: Path, history: list[dict[str, Any]], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     steps = [r["step"] for r in history]
     for s in SPLITS:
@@ -189,11 +189,11 @@ def run_curves(run_dir: Path, history: list[dict[str, Any]], out: Path) -> Path:
         ax.set_ylim(-0.02, 1.02)
     axs[1].legend(fontsize=8)
     fig.suptitle(str(run_dir), fontsize=8)
-    return _save(fig, out / "curves.png")
+    return save_png(fig, out / "curves.png")
 
 
 def run_kshot(run_dir: Path, history: list[dict[str, Any]], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     last, best = history[-1], best_record(history)
     for s in SPLITS:
@@ -204,7 +204,7 @@ def run_kshot(run_dir: Path, history: list[dict[str, Any]], out: Path) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7)
-    return _save(fig, out / "kshot.png")
+    return save_png(fig, out / "kshot.png")
 
 
 # kind → function(sweep, rows, out) for sweeps, function(run_dir, history, out) for runs.
@@ -215,7 +215,7 @@ RUN_PLOTS: dict[str, Callable] = {"curves": run_curves, "kshot": run_kshot}
 def plot_sweep(root: str | Path, out: str | Path | None = None, kinds: tuple[str, ...] | None = None,
                quiet: bool = False) -> list[Path]:
     """Draw a sweep's figures (all kinds, or those named) into `out` (default: the sweep folder)."""
-    _plt()
+    pyplot()
     sweep = load_sweep(root)
     out = Path(out) if out is not None else sweep.root
     out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +232,7 @@ def plot_sweep(root: str | Path, out: str | Path | None = None, kinds: tuple[str
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Draw one run's curves.png and kshot.png."""
-    _plt()
+    pyplot()
     run_dir = Path(run_dir)
     history, why = usable_history(run_dir)
     if why:
