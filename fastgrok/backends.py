@@ -9,6 +9,10 @@ Op contracts (shapes with B batch, T tokens, C width, V vocab, S shots):
   1/sqrt(C/n_head); with q_slice (a slice of positions) only those queries: (B, T', C)
 - embedding(idx (B, T) int64, weight (V, C)) → (B, T, C)
 - batchgen(source: data.BatchSource, step: int | 0-dim tensor) → (B, (n_var+1)·S) int64
+
+Routing (STYLE, Kernels: a kernel earns its place by measurement): where a kernel lost to the reference
+path on a device, `backend="fused"` resolves that op to the reference there (ROUTES); a per-op choice
+(`embedding="fused"`) always gets the kernel. `Ops.routed` says what was routed, and why.
 """
 from __future__ import annotations
 
@@ -181,7 +185,7 @@ def fused_head_dims() -> tuple[int, ...]:
 
 def check_runnable(cfg: ModelConfig, device: torch.device | str) -> None:
     """Raise ValueError, saying what to change, unless every op `cfg` asks for can run on `device` here."""
-    fused = [op for op, b in resolve_names(cfg) if b == "fused"]
+    fused = [op for op, b in resolve_names(cfg, device) if b == "fused"]
     if fused and not kernels_run_on(device):
         raise ValueError(f"the fused backend ({', '.join(fused)}) runs Triton kernels, which need CUDA; on a CPU "
                          "use backend='reference' (or TRITON_INTERPRET=1 to test kernels in Triton's interpreter)")
@@ -191,22 +195,75 @@ def check_runnable(cfg: ModelConfig, device: torch.device | str) -> None:
 
 
 @dataclass(frozen=True)
+class Route:
+    """The fused backend runs `use` for an op on a device type: its kernel lost there by measurement."""
+
+    use: str                                          # the backend that runs instead of "fused"
+    why: str                                          # the measurement, for env.json, logs and docs
+    when: Callable[[ModelConfig], bool] | None = None  # only at these shapes (None: every shape)
+
+
+# (op, device type) → Route. Only `backend="fused"` is routed; an explicit per-op "fused" gets the kernel.
+# The interpreter (device type "cpu") is never routed: the CPU tests exercise every kernel.
+ROUTES: dict[tuple[str, str], Route] = {
+    ("embedding", "cuda"): Route(
+        "reference",
+        "H200, paper shape (B 1024, T 95, V 47, C 512, bf16): kernel forward 0.173 ms and backward 0.315 ms vs "
+        "compiled reference 0.108 / 0.184 ms (eager forward 0.064 ms); as an opaque custom op it also keeps "
+        "inductor from fusing the gather into the first LayerNorm (docs/kernels.md)"),
+}
+
+
+def route(op: str, device: torch.device | str | None, cfg: ModelConfig | None = None) -> Route | None:
+    """The route the fused backend takes for `op` on `device` (at cfg's shape), or None: the kernel runs."""
+    if device is None:
+        return None
+    r = ROUTES.get((op, torch.device(device).type))
+    if r is None or (r.when is not None and (cfg is None or not r.when(cfg))):
+        return None
+    return r
+
+
+@dataclass(frozen=True)
 class Ops:
-    """The resolved implementation of every op, and the backend each came from."""
+    """The resolved implementation of every op, the backend each came from, and what was routed."""
 
     attention: Callable
     embedding: Callable
     batchgen: Callable
-    names: tuple[tuple[str, str], ...]
+    names: tuple[tuple[str, str], ...]              # (op, the backend that runs)
+    routed: tuple[tuple[str, str], ...] = ()        # (op, why): asked "fused" by backend, running names' backend
+
+    def label(self) -> str:
+        """'attention=fused embedding=reference(routed) batchgen=fused': what runs, for logs."""
+        routed = dict(self.routed)
+        return " ".join(f"{op}={b}" + ("(routed)" if op in routed else "") for op, b in self.names)
 
 
-def resolve_names(cfg: ModelConfig) -> tuple[tuple[str, str], ...]:
-    """(op, backend) pairs a model config asks for, without importing anything."""
-    return tuple((op, getattr(cfg, op) or cfg.backend) for op in OPS)
+def _choose(cfg: ModelConfig | None, backend: str, per_op: dict[str, str | None],
+            device: torch.device | str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(op → backend that runs, op → why it was routed) for a backend and per-op overrides on a device."""
+    chosen, routed = {}, {}
+    for op in OPS:
+        if per_op.get(op):
+            chosen[op] = per_op[op]
+        elif backend == "fused" and (r := route(op, device, cfg)) is not None:
+            chosen[op], routed[op] = r.use, r.why
+        else:
+            chosen[op] = backend
+    return chosen, routed
 
 
-def resolve_ops(cfg: ModelConfig | None = None, backend: str = "reference", **per_op: str | None) -> Ops:
-    """Ops for a model config (backend plus per-op overrides), or for an explicit backend/overrides."""
+def resolve_names(cfg: ModelConfig, device: torch.device | str | None = None) -> tuple[tuple[str, str], ...]:
+    """(op, backend) pairs a model config runs on `device` (routed; None: unrouted), importing nothing."""
+    return tuple(_choose(cfg, cfg.backend, {op: getattr(cfg, op) for op in OPS}, device)[0].items())
+
+
+def resolve_ops(cfg: ModelConfig | None = None, backend: str = "reference", *,
+                device: torch.device | str | None = None, **per_op: str | None) -> Ops:
+    """Ops for a model config (backend plus per-op overrides), or for an explicit backend/overrides.
+
+    With `device`, the fused backend's ops are routed for it (ROUTES); without, every fused op is its kernel."""
     if cfg is not None:
         backend = cfg.backend
         per_op = {op: getattr(cfg, op) for op in OPS} | {k: v for k, v in per_op.items() if v is not None}
@@ -215,5 +272,6 @@ def resolve_ops(cfg: ModelConfig | None = None, backend: str = "reference", **pe
     for op in per_op:
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
-    chosen = {op: per_op.get(op) or backend for op in OPS}
-    return Ops(**{op: get_op(op, b) for op, b in chosen.items()}, names=tuple(chosen.items()))
+    chosen, routed = _choose(cfg, backend, per_op, device)
+    return Ops(**{op: get_op(op, b) for op, b in chosen.items()}, names=tuple(chosen.items()),
+               routed=tuple(routed.items()))

@@ -147,7 +147,7 @@ def build(cfg: Config, dist: distributed.Dist = distributed.SINGLE) -> Session:
         raise ValueError("dtype='fp16' autocast is for CUDA; use fp32 or bf16 on the CPU")
     check_runnable(cfg.model, device)
     tasks = make_tasks(cfg.task)
-    ops = resolve_ops(cfg.model)
+    ops = resolve_ops(cfg.model, device=device)  # the fused backend routed for this device (backends.ROUTES)
     train_src = split_source(cfg, tasks, "train", device, training=True)
     eval_srcs = {s: split_source(cfg, tasks, s, device) for s in SPLITS}
     torch.manual_seed(cfg.train.seed)
@@ -379,6 +379,7 @@ class _Loop:
         self.best = self.best or {"step": None, "ood_test_acc": -1.0}
         device, amp, model = sess.device, sess.amp, sess.model
         self.env = environment(device) | {"argv": sys.argv, "backends": dict(sess.ops.names),
+                                          "routed": dict(sess.ops.routed),
                                           "compile": use_compile(self.cfg, device),
                                           "autocast": str(amp) if amp else "fp32", "params": model.num_params()}
         self.env |= self.dist.describe()  # DDP: world size and process-group backend
@@ -418,7 +419,7 @@ class _Loop:
         width = max((len(k) for k in diff), default=0)
         for k, (value, base) in diff.items():
             self.rep.line(f"  {k:<{width}}  {_human(value):>10}  (preset {_human(base)})")
-        backends = " ".join(f"{op}={name}" for op, name in self.sess.ops.names)
+        backends = self.sess.ops.label()
         self.rep.line(f"{env['device']} | torch {env['torch']} | triton {env['triton']} | {_human(env['params'])} params | "
                       f"{backends} | compile {'on' if env['compile'] else 'off'} | {env['autocast']} | "
                       f"start-up {self.startup_s:.2f} s" + (f" | resumed at step {self.start:,}" if run.created is False else "")

@@ -4,7 +4,10 @@ backend, eager and compiled, beside the host-pipeline baseline; rows go to train
 Configs: A on CPU (p = 29, n_id 64, depth 2, n_embd 128, 4 heads, batch 64), the paper's sizes on
 CUDA (n_id 512, n_embd 512, batch 1024, depth 2 / 4 / 6). Providers: "reference", "fused" (CUDA
 only), each also "-compiled", and "host-pipeline" (the reference model fed by fastgrok.bench.hostpipe:
-batches materialised on the host, a DataLoader, a copy and a sync every step). A step is timed
+batches materialised on the host, a DataLoader, a copy and a sync every step). The fused providers
+run what the registry routes for the device (backends.ROUTES: on CUDA the reference embedding) and
+their rows name the routed ops ("fused-compiled (embedding: reference)"); "fused-kernels-compiled"
+asks for every kernel by name, so nothing is routed (the A/B that keeps a route honest). A step is timed
 the way the trainer runs it: windows of consecutive steps with one device sync per window (the
 host pipeline syncs every step by construction). FLOPs per step: fastgrok.trainer.train_flops_per_step.
 
@@ -38,12 +41,26 @@ class Provider:
     backend: str      # "reference" | "fused"
     compiled: bool
     host: bool        # batches from the host pipeline
+    kernels: bool = False  # every fused op as its kernel: per-op "fused", so nothing is routed (backends.ROUTES)
 
 
 PROVIDERS = (Provider("reference", "reference", False, False), Provider("reference-compiled", "reference", True, False),
              Provider("fused", "fused", False, False), Provider("fused-compiled", "fused", True, False),
              Provider("host-pipeline", "reference", False, True),
-             Provider("host-pipeline-compiled", "reference", True, True))
+             Provider("host-pipeline-compiled", "reference", True, True),
+             Provider("fused-kernels-compiled", "fused", True, False, kernels=True))
+
+
+def provider_config(cfg: Config, prov: Provider) -> Config:
+    """The config a provider trains: its backend (every op named "fused" for `kernels`), compiled by bench_step."""
+    over = dict(attention="fused", embedding="fused", batchgen="fused") if prov.kernels else {}
+    return cfg.override(backend=prov.backend, compile="off", **over)
+
+
+def provider_label(name: str, routed: tuple[tuple[str, str], ...]) -> str:
+    """The provider a row records: the name, plus the ops the registry routed off their kernel, so a table
+    says which path ran ("fused-compiled (embedding: reference)")."""
+    return f"{name} ({', '.join(f'{op}: reference' for op, _ in routed)})" if routed else name
 
 
 def train_configs(device: torch.device, quick: bool, names: tuple[str, ...] | None = None,
@@ -90,7 +107,7 @@ def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, qui
 
     Compiled providers compile the model as the trainer does (`torch.compile(model)`), with `compile_backend`;
     under DDP (`dist`) the model, compiled or not, is then wrapped, as the trainer does."""
-    cfg = cfg.override(backend=prov.backend, compile="off")
+    cfg = provider_config(cfg, prov)
     sess = build(cfg)
     if prov.compiled:
         torch._dynamo.reset()  # a fresh cache per model: no recompile limit reached, no silent eager fallback
@@ -109,7 +126,8 @@ def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, qui
     t = Timing.of(time_windows(step, device, warmup=warmup, windows=windows, per_window=per_window))
     tokens = cfg.train.batch_size * (cfg.task.seq_len - 1)
     flops = train_flops_per_step(cfg)
-    provider = f"{prov.name}-ddp{dist.world_size}" if dist.enabled else prov.name
+    name_ = f"{prov.name}-ddp{dist.world_size}" if dist.enabled else prov.name
+    provider = provider_label(name_, tuple((op, why) for op, why in sess.ops.routed))
     r = lambda value, unit, scale=1.0: row("train_step", provider, "step", "config", name, value, unit,  # noqa: E731
                                            device, scale)
     out = [r(t, "ms", 1e3), r(t.rate(1.0), "steps/s"), r(t.rate(tokens), "tokens/s"), r(t.rate(flops / 1e12), "TFLOP/s")]
