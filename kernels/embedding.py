@@ -33,9 +33,10 @@ INDEX_DTYPES = (torch.int64, torch.int32)
 BLOCK_V_MAX = 64
 GPU_BWD_BLOCKS = (64, 64)  # BLOCK_N, BLOCK_C of the backward on GPU
 #: tl.dot precision of the fp32 backward on GPU. The one-hot operand is exact in tf32, and tf32x3
-#: splits dOut into hi = tf32(g) and lo = tf32(g − hi), so each token's contribution is g to within
-#: |g|·2⁻²² (lo keeps 11 of the 13 remaining bits) and runs on tensor cores; "ieee" compiled to
-#: plain FMA. Sums still accumulate in fp32, as before.
+#: splits dOut into hi = tf32(g) and lo = g − hi, read as tf32, so each token's contribution is g to
+#: within |g|·2⁻²² (lo rounded) or 2⁻²¹ (lo truncated by the MMA) and runs on tensor cores; "ieee"
+#: compiled to plain FMA. Sums accumulate in fp32. Against fp64, the sums' own rounding dominates
+#: (≈ u·n·rms for n terms per row, u = 2⁻²⁴): tests/test_kernels_embedding.fp32_sum_bound.
 GPU_BWD_PRECISION = "tf32x3"
 
 
