@@ -78,18 +78,40 @@ def use_compile(cfg: Config, device: torch.device) -> bool:
     return cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
 
 
-def train_flops_per_step(cfg: Config) -> float:
-    """6·N·tokens (N without the embedding, which is a lookup; the tied head is counted only where
-    logits are taken) + attention 12·depth·C·T² ·B / 2 (causal) — forward and backward."""
+def _flops_terms(cfg: Config) -> tuple[int, int, int, int, int, int, int]:
+    """(B, T, S, C, V, qkv weights, the block's other weights) of a config."""
     m, t = cfg.model, cfg.task
-    T = t.seq_len - 1
-    B = cfg.train.batch_size
     C = m.n_embd
     mlp = 3 * C * swiglu_hidden(C, m.widen) if m.mlp == "swiglu" else 2 * m.widen * C * C
-    block = 4 * C * C + mlp
-    dense = 6 * m.depth * block * B * T + 6 * C * m.vocab_size * B * t.n_shots
-    attn = 6 * m.depth * C * T * T * B  # 12·L·C·T² halved for causality
-    return float(dense + attn)
+    return cfg.train.batch_size, t.seq_len - 1, t.n_shots, C, m.vocab_size, 3 * C * C, C * C + mlp
+
+
+def full_model_flops_per_step(cfg: Config) -> float:
+    """FLOPs of the whole model at every position: 6·N·tokens (N without the embedding, a lookup; the tied
+    head only where logits are taken) + attention 12·depth·C·T²·B / 2 (causal), forward and backward.
+    More than a step runs: the last block skips the non-loss positions (see train_flops_per_step)."""
+    B, T, S, C, V, qkv, rest = _flops_terms(cfg)
+    depth = cfg.model.depth
+    return float(6 * depth * (qkv + rest) * B * T + 6 * C * V * B * S + 6 * depth * C * T * T * B)
+
+
+def train_flops_per_step(cfg: Config) -> float:
+    """FLOPs a training step executes (forward and backward), what MFU is reported from.
+
+    As full_model_flops_per_step, except the last block: its q, k, v projection runs at all T positions,
+    but its attention (S queries, the query at position t against t + 1 keys), output projection and MLP
+    only at the S positions whose logits the loss takes (GPT.forward's `positions`)."""
+    return float(sum(executed_flops(cfg)))
+
+
+def executed_flops(cfg: Config) -> tuple[int, int]:
+    """(matmul FLOPs of the projections, MLPs and head; attention's QKᵀ and PV) a training step executes."""
+    B, T, S, C, V, qkv, rest = _flops_terms(cfg)
+    depth, n_var = cfg.model.depth, cfg.task.n_var
+    keys = S * n_var + (n_var + 1) * S * (S - 1) // 2  # Σ (t + 1) over the query positions n_var − 1 + j·(n_var + 1)
+    dense = 6 * B * ((depth - 1) * (qkv + rest) * T + qkv * T + rest * S) + 6 * C * V * B * S
+    attn = 6 * (depth - 1) * C * T * T * B + 12 * C * keys * B
+    return dense, attn
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):

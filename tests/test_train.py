@@ -192,3 +192,27 @@ def test_hooks_see_every_step_and_record_without_changing_the_run(tmp_path):
     assert steps == list(range(1, 13))
     assert records == [5, 10, 12]
     assert losses == hooked.losses == plain.losses
+
+
+@pytest.mark.parametrize("mlp,n_var,depth", [("relu", 2, 2), ("swiglu", 2, 1)])
+def test_executed_flops_match_a_flop_counter(mlp, n_var, depth):
+    """MFU's FLOPs (train_flops_per_step) are those a step executes: torch's FlopCounterMode over one
+    step's forward and backward counts exactly the formula's matmul FLOPs (attention aside: the counter
+    charges SDPA as if non-causal), which are below the full model's (every position of the last block)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fastgrok.metrics import z_loss
+    from fastgrok.model import GPT
+    from fastgrok.trainer import executed_flops, full_model_flops_per_step, train_flops_per_step
+
+    cfg = Config.preset("tiny", mlp=mlp, n_var=n_var, depth=depth, device="cpu")
+    model = GPT(cfg.model)
+    batch = torch.randint(0, cfg.task.p, (cfg.train.batch_size, cfg.task.seq_len))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        z_loss(model, batch, n_var).backward()
+    sdpa = {op for op in counter.get_flop_counts()["Global"] if "attention" in str(op)}
+    matmul = sum(n for op, n in counter.get_flop_counts()["Global"].items() if op not in sdpa)
+    dense, attn = executed_flops(cfg)
+    assert matmul == dense and sum(executed_flops(cfg)) == train_flops_per_step(cfg)
+    assert train_flops_per_step(cfg) < full_model_flops_per_step(cfg)

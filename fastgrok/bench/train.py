@@ -9,7 +9,9 @@ run what the registry routes for the device (backends.ROUTES: on CUDA the refere
 their rows name the routed ops ("fused-compiled (embedding: reference)"); "fused-kernels-compiled"
 asks for every kernel by name, so nothing is routed (the A/B that keeps a route honest). A step is timed
 the way the trainer runs it: windows of consecutive steps with one device sync per window (the
-host pipeline syncs every step by construction). FLOPs per step: fastgrok.trainer.train_flops_per_step.
+host pipeline syncs every step by construction). FLOPs per step: those a step executes
+(fastgrok.trainer.train_flops_per_step, the last block at the loss positions only) for TFLOP/s and MFU %;
+"MFU % (full model)" counts every position of every block (full_model_flops_per_step), as nanoGPT would.
 
 Under torchrun (`torchrun --nproc_per_node=W -m fastgrok bench train`) every rank runs the steps as
 DDP with the config's batch as the global batch; rank 0 times them and records the rows, under the
@@ -27,7 +29,7 @@ from .. import distributed
 from ..backends import kernels_run_on
 from ..config import Config
 from ..envinfo import peak_flops
-from ..trainer import build, train_flops_per_step, train_step
+from ..trainer import build, full_model_flops_per_step, train_flops_per_step, train_step
 from .core import TOY, Recorder, Timing, row, time_windows
 from .hostpipe import HostPipeline, attach, host_train_step
 
@@ -134,6 +136,7 @@ def bench_step(cfg: Config, name: str, prov: Provider, device: torch.device, qui
     peak = (peak_flops(device) or 0) * dist.world_size or None  # DDP: W GPUs
     if peak:
         out.append(r(t.rate(100 * flops / peak), "MFU %"))
+        out.append(r(t.rate(100 * full_model_flops_per_step(cfg) / peak), "MFU % (full model)"))
     if device.type == "cuda":
         mib = torch.cuda.max_memory_allocated(device) / 2**20
         out.append(r(Timing(mib, mib, mib), "peak MiB"))
