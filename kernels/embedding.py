@@ -207,7 +207,7 @@ def embedding_backward(
     `out` (contiguous (V, C)) may be given. `n_splits`: how many token slices are summed by
     separate programs and then added in order (default: 1 under the interpreter, else enough
     programs to fill the GPU). `input_precision` is tl.dot's (default for fp32 dout: "tf32x3" on
-    CUDA, within |g|·2⁻²² per token on tensor cores, see GPU_BWD_PRECISION; ignored by the interpreter).
+    CUDA, within |g|·2⁻²¹ per token on tensor cores, see GPU_BWD_PRECISION; ignored by the interpreter).
     """
     _check_idx(idx)
     if not isinstance(dout, Tensor):

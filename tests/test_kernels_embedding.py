@@ -329,8 +329,9 @@ def test_gpu_backward_is_deterministic():
 
 @pytest.mark.gpu
 def test_gpu_fp32_backward_tf32x3_error_bound():
-    """fp32 backward on tensor cores (tf32x3): every token's row is g to within |g|·2⁻²², so the
-    error against fp64 stays within fp32 summation's: ≤ Σ|g| · (2⁻²² + N·2⁻²⁴) per element."""
+    """fp32 backward on tensor cores (tf32x3): every token's row is g to within |g|·2⁻²¹ (lo truncated
+    by the MMA), so the error against fp64 stays within fp32 summation's worst case: ≤ Σ|g| · (2⁻²¹ +
+    N·2⁻²⁴) per element (fp32_sum_bound, in test_gpu_matches_reference, is the sharp one)."""
     from fastgrok.kernels.embedding import GPU_BWD_PRECISION
 
     assert GPU_BWD_PRECISION == "tf32x3"
@@ -342,5 +343,5 @@ def test_gpu_fp32_backward_tf32x3_error_bound():
     exact = onehot.t() @ dout.flatten(0, 1).double()  # (V, C)
     abs_sum = onehot.t() @ dout.flatten(0, 1).double().abs()
     count = onehot.sum(0)[:, None]  # tokens per row
-    bound = abs_sum * (2.0**-22 + count * 2.0**-24)
+    bound = abs_sum * (2.0**-21 + count * 2.0**-24)
     assert ((got - exact).abs() <= bound).all()
