@@ -251,3 +251,49 @@ def test_cli_appends_without_overwriting(tmp_path, one_thread):
     with open(tmp_path / "tasks.csv") as f:
         assert sum(1 for line in csv.reader(f) if line[0] == "benchmark") == 1
     assert "tasks_step" in r.stdout and (tmp_path / "README.md").exists()
+
+
+def test_render_names_the_statistic_and_sets_the_paper_loop_beside_ours(tmp_path):
+    """Ratios say they are medians; routed providers sit after their base; the paper's loop gets its own
+    comparison with its mean and its median (the train_step rows' medians are of 10-step window means)."""
+    step = lambda p, v, mode="step": _r(p, "paper-d4", v, bench="train_step", mode=mode, x_name="config")  # noqa: E731
+    append_rows(tmp_path / "train.csv", [step("reference", 40.0), step("fused-compiled (embedding: reference)", 10.0),
+                                         step("fused-compiled", 20.0), step("paper-code", 36.0),
+                                         step("paper-code", 42.0, mode="step-mean")])
+    md = bench_render.render(tmp_path)
+    head = next(s for s in md.splitlines() if s.startswith("| mode | x |"))
+    assert "fused-compiled × (median)" in head and "reference's median ÷ the provider's" in md
+    assert head.index("| fused-compiled |") < head.index("fused-compiled (embedding: reference)") < head.index("paper-code")
+    assert "| fused-compiled | 20 | 2.10× | 1.80× |" in md  # paper mean 42 ÷ 20, median 36 ÷ 20
+    assert "| fused-compiled (embedding: reference) | 10 | 4.20× | 3.60× |" in md
+
+
+def test_h200_import_relabels_full_model_mfu_and_adds_executed_and_paper_rows(tmp_path):
+    """benchmarks/import_h200_20261204.py: full-model TFLOP/s and MFU % relabelled, executed ones derived
+    from the ms quantiles, the paper's loop as paper-code rows (median `step`, mean `step-mean`)."""
+    import importlib.util
+    import json
+
+    from fastgrok.trainer import train_flops_per_step
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "import_h200_20261204.py"
+    spec = importlib.util.spec_from_file_location("import_h200", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    src = tmp_path / "src"
+    gpu = dict(device="NVIDIA H200", torch="2.11.0+cu130", triton="3.6.0", git_sha="6f843f4")
+    ms = _r("fused-compiled", "paper-d4", 20.0, bench="train_step", mode="step", x_name="config") | gpu
+    mfu = ms | dict(unit="MFU %", p50="37.7", p20="37", p80="38")
+    append_rows(src / "train.csv", [ms, mfu])
+    (src / "paper_code_h200.json").write_text(json.dumps(
+        {"torch": "2.11.0+cu130", "ms_per_step": {"median": 36.0, "mean": 42.0}}))
+    assert mod.main([str(src), str(tmp_path / "stage")]) == 0
+    rows = {(r["provider"], r["mode"], r["unit"]): r for r in read_rows(tmp_path / "stage" / "train.csv")}
+    assert rows[("fused-compiled", "step", "MFU % (full model)")]["p50"] == "37.7"
+    executed = 100 * train_flops_per_step(Config.preset("paper-d4")) / 989e12 / 20e-3
+    got = rows[("fused-compiled", "step", "MFU %")]
+    assert float(got["p50"]) == pytest.approx(executed, rel=1e-5) and got["timestamp"] == ms["timestamp"]
+    assert float(got["p20"]) < float(got["p50"]) < float(got["p80"])  # a rate's p20 comes from the time's p80
+    assert float(rows[("paper-code", "step-mean", "steps/s")]["p50"]) == pytest.approx(1e3 / 42.0, rel=1e-5)
+    assert rows[("paper-code", "step", "ms")]["git_sha"].startswith("ICL_Modular_Arithmetic@")
+    assert mod.main([str(src), str(tmp_path / "stage")]) == 2  # a staging folder already written: refused
