@@ -18,6 +18,7 @@ import torch
 from ..config import Config
 from ..trainer import build, train_step
 from .core import TOY, Recorder, Timing, row, sync
+from .train import provider_label
 
 GPU_CONFIGS = {"paper-d2": "paper", "paper-d4": "paper-d4", "paper-d6": "paper-d6"}
 NAME_CHARS = 120  # kernel names are cut to this many characters in the rows
@@ -66,6 +67,7 @@ def run(device: torch.device, rec: Recorder, *, quick: bool = False, compile: st
         try:
             cfg = config_for(name, device, toy, backend)
             sess = build(cfg)
+            provider = provider_label(provider, sess.ops.routed)  # "fused-compiled (embedding: reference)" on CUDA
             if compiled:
                 torch._dynamo.reset()
                 sess.fwd = torch.compile(sess.model, backend=compile_backend)
