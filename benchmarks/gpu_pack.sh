@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
         --paper-dir=*) PAPER="${1#--paper-dir=}" ;;
         --wheels) WHEELS="${2:?--wheels needs a folder}"; shift ;;
         --wheels=*) WHEELS="${1#--wheels=}" ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) [ -z "${DEST}" ] || die "one DEST only (got ${DEST} and $1)"; DEST="$1" ;;
     esac
