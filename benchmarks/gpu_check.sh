@@ -122,7 +122,7 @@ if [ -n "${WHEELS}" ]; then  # the paper's two packages, from wheels: there is n
     if "${PY}" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
             --find-links "${WHEELS}" --target "${SITE}" "${WHEELS}"/*.whl; then
         export PYTHONPATH="${PYTHONPATH}:${SITE}"
-        echo "=== wheels from ${WHEELS} installed in ${SITE}: $(cd "${WHEELS}" && ls ./*.whl | tr '\n' ' ')"
+        echo "=== wheels from ${WHEELS} installed in ${SITE}: $(cd "${WHEELS}" && ls -- *.whl | tr '\n' ' ')"
     else
         echo "=== wheels: pip could not install ${WHEELS}/*.whl; stage 4 will say what is missing"
     fi

@@ -4,8 +4,9 @@
 #   benchmarks/gpu_pack.sh DEST [--paper-dir DIR] [--wheels DIR]
 #
 # DEST (new or empty) gets the files git tracks or does not ignore, as they are on disk (what the device tool
-# sends), and DEST/FASTGROK_COMMIT: the short sha, "-dirty" when those files differ from it. Every row gpu_check writes from DEST carries that commit, never
-# the sha of a repository DEST happens to sit in (fastgrok/bench/stamp.py). --paper-dir DIR copies the paper's
+# sends), and DEST/FASTGROK_COMMIT: the short sha, "-dirty" when those files differ from it. Every row
+# gpu_check writes from DEST carries that commit, never the sha of a repository DEST happens to sit in
+# (fastgrok/bench/stamp.py). --paper-dir DIR copies the paper's
 # code (github.com/ablghtianyi/ICL_Modular_Arithmetic: _src/, pre_training/, LICENSE, README.md) to DEST/paper
 # with DEST/paper/PAPER_COMMIT; --wheels DIR copies DIR/*.whl (schedulefree, rotary_embedding_torch) to
 # DEST/wheels. Then, on the machine: cd DEST && benchmarks/gpu_check.sh --paper-dir paper --wheels wheels OUT.
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
         --paper-dir=*) PAPER="${1#--paper-dir=}" ;;
         --wheels) WHEELS="${2:?--wheels needs a folder}"; shift ;;
         --wheels=*) WHEELS="${1#--wheels=}" ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) [ -z "${DEST}" ] || die "one DEST only (got ${DEST} and $1)"; DEST="$1" ;;
     esac
@@ -45,7 +46,8 @@ DEST="$(cd "${DEST}" && pwd)"
 sha="$(git -C "${ROOT}" rev-parse --short HEAD)"
 [ -z "$(git -C "${ROOT}" status --porcelain --untracked-files=normal)" ] || sha="${sha}-dirty"
 # tracked and untracked-not-ignored files as on disk (a file deleted in the work tree is left out)
-(cd "${ROOT}" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+(cd "${ROOT}" && git ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
     | tar --null -T - -cf -) | tar -xf - -C "${DEST}"
 echo "${sha}" >"${DEST}/FASTGROK_COMMIT"
 echo "gpu_pack: ${ROOT} at ${sha} -> ${DEST} ($(du -sh "${DEST}" | cut -f1))"
