@@ -4,7 +4,7 @@ The code is github.com/ablghtianyi/ICL_Modular_Arithmetic, `pre_training/icl_gro
 (`--paper-dir DIR`, holding `pre_training/` and `_src/`) and run unchanged with its defaults (p 29, n_embd
 512, 4 heads, batch 1024, bf16 autocast, torch.compile of its DDP model) at `--n_layer` 4 and 2, one process
 under torchrun's environment (it wraps the model in DDP). Flags beyond its defaults, none of which touches
-a training step: --steps (warm-up + window), --warmup_steps 100 (its learning-rate warm-up, as in the H200
+a training step: --steps (warm-up + window + one window of margin), --warmup_steps 100 (its learning-rate warm-up, as in the H200
 run), --steps_per_record 10^6 and --n_val_step 0 (its evaluations then run no batch: the one at step 1
 would compile two inference graphs, ~20 s a depth on an H200, outside the window anyway).
 
@@ -98,12 +98,13 @@ def window_samples(stamps: list[float], warmup: int, window: int, per_window: in
 def run_one(paper: Path, depth: int, device: torch.device, steps: tuple[int, int, int], log: Path) -> dict:
     """The paper's script at one depth in a child process: its stamps (perf_counter seconds) and the
     seconds from its launch to its first optimizer step (imports, data, DDP, compilation)."""
-    warmup, window, _ = steps
+    warmup, window, per_window = steps
     with tempfile.TemporaryDirectory(prefix="fastgrok-paper-code-") as tmp:
         cwd = scratch(paper, Path(tmp))
         out = Path(tmp) / "stamps.json"
+        total = warmup + window + per_window  # a margin: GradScaler skips the step (and its hook) on an inf
         cmd = [sys.executable, "-m", "fastgrok.bench.papercode", str(out), str(paper / SCRIPT),
-               *paper_argv(depth, device, warmup + window, min(100, max(1, warmup)))]
+               *paper_argv(depth, device, total, min(100, total // 2))]
         with open(log, "w") as f:
             f.write(" ".join(cmd) + "\n")
             f.flush()
