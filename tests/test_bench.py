@@ -134,6 +134,18 @@ def test_task_sweep_plan():
     assert cfg.task.n_pretrain == 9408 and cfg.train.batch_size == 9408
 
 
+def test_task_sweep_families_and_steps_above_the_batch(one_thread):
+    """gpu_check's stage: some families; a step above the batch runs at batch n_id, scaled to the batch's rows."""
+    assert list(bench_tasks.plan(False, ("p29", "p97"))) == ["p29", "p97"]
+    assert bench_tasks.plan(False, toy=True) == {"p7": [8, 32, 48]}
+    with pytest.raises(ValueError, match="unknown family p31"):
+        bench_tasks.plan(False, ("p31",))
+    above = bench_tasks.step_rows("p7", 48, CPU, True, False, batch=16)  # batch max(16, 48) = 48
+    assert [r["unit"] for r in above] == ["ms/16 rows"]
+    within = bench_tasks.step_rows("p7", 8, CPU, True, False, batch=16)
+    assert [r["unit"] for r in within] == ["ms", "ms/16 rows"] and within[0]["p50"] == within[1]["p50"]
+
+
 # ---- renderer ---------------------------------------------------------------------------------------
 def _r(provider, x, p50, unit="ms", ts="2026-01-01T00:00:00+00:00", bench="attention", mode="forward", x_name="T"):
     r = row(bench, provider, mode, x_name, x, Timing(p50, p50 * 0.9, p50 * 1.1), unit, CPU)

@@ -1,4 +1,4 @@
-"""`fastgrok bench [kernels|train|tasks|sweep|all|ceilings|profile|paper-run|sm90|render|merge]`: run the
+"""`fastgrok bench [kernels|train|tasks|sweep|all|ceilings|profile|paper-run|sm90|gpu-tests|paper-code|render|merge]`: run the
 suites, print a table, append the rows to `<out_dir>/<suite>.csv` and re-render `<out_dir>/README.md`.
 benchmarks/*.py and benchmarks/gpu_check.sh call this same code. `all` is the measured suites
 (flags.SUITE_NAMES: kernels, train, tasks, sweep); the others (flags.EXTRA_NAMES) run when named.
@@ -14,19 +14,22 @@ from typing import Callable
 import torch
 
 from .. import distributed
-from . import (ceilings as bench_ceilings, kernels as bench_kernels, paperrun as bench_paperrun,
-               profile as bench_profile, render as bench_render, sm90 as bench_sm90, sweep as bench_sweep,
-               tasks as bench_tasks, train as bench_train)
+from . import (ceilings as bench_ceilings, gputests as bench_gputests, kernels as bench_kernels,
+               papercode as bench_papercode, paperrun as bench_paperrun, profile as bench_profile,
+               render as bench_render, sm90 as bench_sm90, sweep as bench_sweep, tasks as bench_tasks,
+               train as bench_train)
 from .core import Recorder, env as bench_env, merge as merge_results, print_rows, resolve
 from .flags import COMPILE, EXTRA_NAMES, OPTIONS, SUITE_NAMES, add_arguments  # noqa: F401  (add_arguments: for callers)
 
 SUITES: dict[str, Callable[..., None]] = {"kernels": bench_kernels.run, "train": bench_train.run,
                                           "tasks": bench_tasks.run, "sweep": bench_sweep.run}
 # Run only when named (not part of `all`): the device's ceilings, a kernel profile of one step, a time-boxed
-# training run, and the offline sm_90 compile check. CSV names: <suite>.csv with "-" as "_".
+# training run, the offline sm_90 compile check, the GPU tests' outcome and the paper's own loop.
 EXTRA: dict[str, Callable[..., None]] = {"ceilings": bench_ceilings.run, "profile": bench_profile.run,
-                                         "paper-run": bench_paperrun.run, "sm90": bench_sm90.run}
+                                         "paper-run": bench_paperrun.run, "sm90": bench_sm90.run,
+                                         "gpu-tests": bench_gputests.run, "paper-code": bench_papercode.run}
 assert tuple(SUITES) == SUITE_NAMES and tuple(EXTRA) == EXTRA_NAMES  # the parser's choices (flags.py)
+CSV = {"paper-code": "train"}  # the paper's loop as train_step rows, beside ours; others: <suite>.csv with "-" as "_"
 def run_suites(suites: list[str], device: torch.device | str, out_dir: str | Path | None, *, quick: bool = False,
                compile: str | None = None, log: Callable[[str], None] | None = print,
                **options: object) -> dict[str, Recorder]:
@@ -49,7 +52,8 @@ def run_suites(suites: list[str], device: torch.device | str, out_dir: str | Pat
         if unknown:
             raise ValueError(f"unknown suite option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
         opts = {k: v for k, v in options.items() if v is not None and k in takes}
-        rec = Recorder(Path(out_dir) / f"{name.replace('-', '_')}.csv" if out_dir is not None else None, log=log)
+        csv_name = CSV.get(name, name.replace("-", "_"))
+        rec = Recorder(Path(out_dir) / f"{csv_name}.csv" if out_dir is not None else None, log=log)
         dev, torch_v, triton_v, sha = bench_env(device)
         rec.log(f"bench {name}{' (quick)' if quick else ''}{' (toy)' if options.get('toy') else ''} | {dev} | "
                 f"torch {torch_v} | triton {triton_v} | git {sha} | compile {compile}"

@@ -3,9 +3,9 @@
 Timing (STYLE "Benchmarks"): `triton.testing.do_bench` (median, 20th and 80th percentile) for
 kernels on CUDA; calibrated wall-clock windows with warm-up and a device sync at each window's
 end everywhere else. A row is one figure: benchmark, provider, mode, x_name, x, p50, p20, p80,
-unit, device, torch, triton, git_sha, timestamp — appended to `<out_dir>/<suite>.csv`, never
-overwritten. The suites (kernels, train, tasks, sweep) sit on top of this module;
-nothing below them imports it.
+unit, device, torch, triton, git_sha (the measured tree's commit, see stamp.py), timestamp —
+appended to `<out_dir>/<suite>.csv`, never overwritten. The suites (kernels, train, tasks, sweep)
+sit on top of this module; nothing below them imports it.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ import torch
 
 from ..config import Config
 from ..data import SPLITS, generate_batch, split_source
-from ..envinfo import device_name, git_sha, resolve_device, triton_version
+from ..envinfo import device_name, resolve_device, triton_version
 from ..tasks import make_tasks
+from .stamp import tree_commit
 
 FIELDS = ("benchmark", "provider", "mode", "x_name", "x", "p50", "p20", "p80", "unit", "device", "torch", "triton",
           "git_sha", "timestamp")
@@ -127,8 +128,9 @@ def time_startup(cfg: Config, device: torch.device | str = "cpu", repeats: int =
 
 @functools.lru_cache(maxsize=None)
 def _short_sha() -> str:
-    """The commit, short, with "-dirty" when the tree has uncommitted changes (cached per process)."""
-    return git_sha()
+    """The measured tree's commit, short, "-dirty" when it has uncommitted changes; from $FASTGROK_COMMIT
+    or the tree's FASTGROK_COMMIT file in a copy without .git, never a surrounding repository's (stamp.py)."""
+    return tree_commit()
 
 
 def env(device: torch.device) -> tuple[str, str, str, str]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 SUITE_NAMES = ("kernels", "train", "tasks", "sweep")  # `all`
-EXTRA_NAMES = ("ceilings", "profile", "paper-run", "sm90")  # run only when named
+EXTRA_NAMES = ("ceilings", "profile", "paper-run", "sm90", "gpu-tests", "paper-code")  # run only when named
 COMPILE = ("all", "main", "off")
 # Suite options beyond quick/compile: flag dest → parser of its value; each suite gets those its run() takes.
 OPTIONS = ("toy", "configs", "batch_sizes", "providers", "ops", "sweeps", "seconds", "eval_every", "backend", "top",
-           "compile_backend")
+           "compile_backend", "tests", "workers", "paper_dir", "families", "evals", "repeats")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -53,6 +53,16 @@ def add_arguments(p: argparse.ArgumentParser, suite: bool = True) -> None:
     g.add_argument("--top", type=int, default=None, help="profile: kernels listed (default 15)")
     g.add_argument("--compile-backend", default=None,
                    help="train/profile/kernels: torch.compile backend (default inductor)")
+    g.add_argument("--tests", type=_names, default=None,
+                   help="gpu-tests: test paths, comma-separated (default: the tree's tests/)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="gpu-tests: pytest-xdist processes, where it is installed (default: one process)")
+    g.add_argument("--paper-dir", default=None, metavar="DIR",
+                   help="paper-code: a copy of github.com/ablghtianyi/ICL_Modular_Arithmetic (pre_training/, _src/)")
+    g.add_argument("--families", type=_names, default=None, help="tasks: families, e.g. p29,p59,p97 (default all)")
+    g.add_argument("--no-evals", dest="evals", action="store_false", default=None,
+                   help="tasks: step and start-up only, no evaluation sweep")
+    g.add_argument("--repeats", type=int, default=None, help="tasks: start-up repetitions per point (default 5)")
     if suite:
         p.add_argument("--from", dest="source", default=None, metavar="DIR",
                        help="merge: the folder whose rows (and paper_run-*.jsonl files) are added to OUT_DIR")
