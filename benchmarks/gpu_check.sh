@@ -18,7 +18,7 @@
 #   1 gpu tests   pytest -m gpu (fused ops against the reference, inductor fullgraph, batchgen bits); its outcome
 #                 (passed, failed, errors, skipped; each failed test)                               → gpu_tests.csv
 #   2 ceilings    device, driver, versions; copy GB/s; bf16 GEMM TFLOP/s at M = 1024·95              → ceilings.csv
-#   3 train d4    depth 4, batch 1024, the six providers (fused compiled first)                      → train.csv
+#   3 train d4    depth 4, batch 1024, seven providers (fused compiled first; fused-kernels-compiled) → train.csv
 #   4 paper code  the paper's icl_grokking.py unchanged at depth 4 and 2: train_step / paper-code   → train.csv
 #   5 kernels     fused vs reference eager vs compiled at the paper's shapes (no sweeps)            → kernels.csv
 #   6 profile     torch.profiler of compiled depth-4 fused steps: top 15 kernels                    → profile.csv
@@ -145,8 +145,9 @@ fi
 stage 1 "gpu tests" 100 "${BENCH[@]}" gpu-tests "${DEV[@]}" --tests "${GPU_CHECK_TESTS:-tests}" --workers "${WORKERS}"
 stage 2 "ceilings" 20 "${BENCH[@]}" ceilings "${DEV[@]}"
 # depth 4 first (the step-time goal), fused compiled first among the compiled providers
-stage 3 "train benchmarks, depth 4" 60 "${BENCH[@]}" train "${DEV[@]}" --compile all --configs paper-d4 \
-    --providers fused-compiled,reference-compiled,host-pipeline-compiled,fused,reference,host-pipeline
+# fused-kernels-compiled forces every kernel (the embedding kernel too), so each run re-checks the route
+stage 3 "train benchmarks, depth 4" 75 "${BENCH[@]}" train "${DEV[@]}" --compile all --configs paper-d4 \
+    --providers fused-compiled,reference-compiled,fused-kernels-compiled,host-pipeline-compiled,fused,reference,host-pipeline
 if wanted 4; then
     if [ -n "${PAPER_DIR}" ]; then
         stage 4 "paper code, depth 4 and 2" 150 "${BENCH[@]}" paper-code "${DEV[@]}" --paper-dir "${PAPER_DIR}" \
