@@ -25,8 +25,11 @@ Layers: kernels → launchers (`rope_attn_forward`, `rope_attn_backward`) → cu
 "fastgrok::rope_heads_fwd"/"rope_heads_bwd" ((B, H, T, D) tensors), opaque to torch.compile →
 `fused_attention_qkv` (the registry's op, takes q_slice) and `rope_attention`.
 """
+import contextlib
 import functools
 import math
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
 import triton
@@ -328,8 +331,9 @@ def _rope_attn_bwd_kernel(
 # GPU tiles per (head_dim, bytes per element): forward (BLOCK_M, BLOCK_N, num_warps, num_stages),
 # backward (BLOCK_M, BLOCK_N, BLOCK_M2, BLOCK_N2, num_warps, num_stages) — dK/dV pass, then dQ
 # pass. Picked with `python -m fastgrok.bench.sm90` (offline sm_90 compiles: no spills, shared
-# memory within the H100's 227 KiB); unmeasured on GPU. The forward's BLOCK_M is capped by the
-# query count, so for T ≤ 128 one query block covers the head.
+# memory within the H100's 227 KiB). The forward's BLOCK_M is capped by the query count, so for
+# T ≤ 128 one query block covers the head. These are candidate "v2"'s (measured on the H200:
+# docs/kernels.md); the other candidates below change the 16-bit entries.
 _GPU_TILES = {
     (32, 2): dict(fwd=(128, 64, 4, 2), bwd=(32, 64, 64, 32, 4, 1)),
     (64, 2): dict(fwd=(128, 64, 8, 2), bwd=(32, 64, 64, 32, 8, 1)),
@@ -340,16 +344,90 @@ _GPU_TILES = {
 }
 
 
-def block_config(T: int, TQ: int, D: int, itemsize: int, interpret: bool) -> dict[str, tuple[int, ...]]:
-    """Tiles of the forward and backward launch for T keys, TQ queries, head_dim D (see _GPU_TILES)."""
+@dataclass(frozen=True)
+class Candidate:
+    """One launch configuration of the attention kernels, chosen by name (an A/B on the GPU times each).
+
+    `tiles` overrides entries of _GPU_TILES per (head_dim, itemsize) and pass ("fwd"/"bwd"); `split`:
+    the backward's dK/dV and dQ run as separate programs (one per key block, one per query block,
+    a head's programs adjacent) at every T, not only past ONE_PROGRAM_MAX_T."""
+
+    about: str
+    split: bool = False
+    tiles: tuple[tuple[tuple[int, int], str, tuple[int, ...]], ...] = ()
+
+    def config(self, D: int, itemsize: int) -> dict[str, tuple[int, ...]]:
+        out = dict(_GPU_TILES[(D, itemsize)])
+        for key, part, t in self.tiles:
+            if key == (D, itemsize):
+                out[part] = t
+        return out
+
+
+def _all16(part: str, tiles: dict[int, tuple[int, ...]]) -> tuple:
+    """The same override for bf16 and fp16 (itemsize 2) at each head dim given."""
+    return tuple(((D, 2), part, t) for D, t in tiles.items())
+
+
+# docs/kernels.md derives each from the latency model fitted to the H200's figures; the offline
+# compile (bench_results/kernel_report*.md) gives their registers and spills. Unmeasured on GPU
+# except "v2".
+CANDIDATES: dict[str, Candidate] = {
+    "v2": Candidate("today's kernels: backward one program per head for T ≤ 128 (measured on the H200)"),
+    "split": Candidate("backward: dK/dV and dQ in separate programs (3 + 3 per head at T = 95), v2's tiles",
+                       split=True),
+    "split-w4": Candidate(
+        "split backward at 4 warps, 2-3 stages; forward query blocks of 32-64 at 4 warps: 2-4 programs per SM",
+        split=True,
+        tiles=_all16("bwd", {32: (32, 64, 64, 32, 4, 2), 64: (32, 32, 32, 32, 4, 2), 128: (32, 32, 32, 32, 4, 2)})
+        + _all16("fwd", {32: (64, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 2)})),
+    "split16-w4": Candidate(
+        "split backward with 16-row key and query blocks at 4 warps (6 + 6 programs per head at T = 95); "
+        "forward query blocks of 16 at 2 warps",
+        split=True,
+        tiles=_all16("bwd", {32: (32, 16, 16, 32, 4, 1), 64: (32, 16, 16, 32, 4, 1), 128: (32, 16, 16, 32, 4, 1)})
+        + _all16("fwd", {32: (16, 32, 2, 2), 64: (16, 32, 2, 2), 128: (16, 32, 2, 2)})),
+}
+DEFAULT_CANDIDATE = "split-w4"  # by the model and the offline compile (docs/kernels.md); the GPU A/B decides
+_active = [DEFAULT_CANDIDATE]  # the launchers' candidate; attention_candidate() sets it for a block of code
+
+
+def check_candidate(name: str) -> str:
+    if name not in CANDIDATES:
+        raise ValueError(f"attention candidate {name!r} is not one of {', '.join(CANDIDATES)}")
+    return name
+
+
+@contextlib.contextmanager
+def attention_candidate(name: str) -> Iterator[None]:
+    """Within it every attention launch (custom ops and compiled models too: the ops read it when they
+    run) takes candidate `name`'s configuration; for A/B timing (benchmarks/kernel_ab.py)."""
+    _active.append(check_candidate(name))
+    try:
+        yield
+    finally:
+        _active.pop()
+
+
+def active_candidate() -> str:
+    return _active[-1]
+
+
+def block_config(T: int, TQ: int, D: int, itemsize: int, interpret: bool,
+                 candidate: str | None = None) -> dict[str, Any]:
+    """Tiles of the forward and backward launch for T keys, TQ queries, head_dim D, and whether the
+    backward splits dK/dV from dQ (see Candidate); the active candidate unless one is named."""
+    cand = CANDIDATES[check_candidate(candidate or active_candidate())]
+    split = cand.split or T > ONE_PROGRAM_MAX_T
     q_tile = min(128, max(16, next_pow2(TQ)))  # ≥ 16 for tl.dot
     k_tile = min(128, max(16, next_pow2(T)))
     if interpret:  # few, big blocks: the interpreter pays per program and per op, not per element
-        return dict(fwd=(q_tile, k_tile, 4, 1), bwd=(q_tile, k_tile, q_tile, k_tile, 4, 1))
-    fm, fn, fw, fs = _GPU_TILES[(D, itemsize)]["fwd"]
-    bm, bn, bm2, bn2, bw, bs = _GPU_TILES[(D, itemsize)]["bwd"]
+        return dict(fwd=(q_tile, k_tile, 4, 1), bwd=(q_tile, k_tile, q_tile, k_tile, 4, 1), split=split)
+    tiles = cand.config(D, itemsize)
+    fm, fn, fw, fs = tiles["fwd"]
+    bm, bn, bm2, bn2, bw, bs = tiles["bwd"]
     return dict(fwd=(min(fm, q_tile), min(fn, k_tile), fw, fs),
-                bwd=(min(bm, q_tile), min(bn, k_tile), min(bm2, q_tile), min(bn2, k_tile), bw, bs))
+                bwd=(min(bm, q_tile), min(bn, k_tile), min(bm2, q_tile), min(bn2, k_tile), bw, bs), split=split)
 
 
 def traffic(B: int, H: int, T: int, D: int, itemsize: int, TQ: int | None = None) -> dict[str, dict[str, int]]:
@@ -448,6 +526,7 @@ def _new_heads(B: int, H: int, T: int, D: int, like: Tensor) -> Tensor:
 def rope_attn_forward(
     q: Tensor, k: Tensor, v: Tensor, theta: float = 10000.0, *, q_slice: slice | None = None,
     out: Tensor | None = None, lse: Tensor | None = None, input_precision: str | None = None,
+    candidate: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Causal RoPE attention forward. q, k, v (B, H, T, D), any strides with the last one 1.
 
@@ -455,6 +534,8 @@ def rope_attn_forward(
     value). Returns out (B, H, T', D) — a view of a (B, T', H, D) buffer unless `out` is given —
     and lse (B, H, T') fp32, the natural-log log-sum-exp of each row's scaled scores.
     `input_precision` is tl.dot's (default "ieee" for fp32: exact; ignored by the interpreter).
+    `candidate` names a launch configuration of CANDIDATES (default: the active one, see
+    attention_candidate).
     """
     B, H, T, D = _check_heads({"q": q, "k": k, "v": v})
     theta = _check_theta(theta)
@@ -471,7 +552,7 @@ def rope_attn_forward(
     if out.numel() == 0:
         return out, lse
     cos, sin = _rope_table(T, D, theta, q.device)
-    BLOCK_M, BLOCK_N, warps, stages = block_config(T, TQ, D, q.element_size(), interpreted())["fwd"]
+    BLOCK_M, BLOCK_N, warps, stages = block_config(T, TQ, D, q.element_size(), interpreted(), candidate)["fwd"]
     n_blocks = triton.cdiv(TQ, BLOCK_M)
     launch(
         _rope_attn_fwd_kernel, (B * H * n_blocks,),
@@ -492,13 +573,14 @@ def rope_attn_forward(
 def rope_attn_backward(
     do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, theta: float = 10000.0, *,
     q_slice: slice | None = None, dq: Tensor | None = None, dk: Tensor | None = None, dv: Tensor | None = None,
-    input_precision: str | None = None,
+    input_precision: str | None = None, candidate: str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients (dq, dk, dv) of `rope_attn_forward` for upstream gradient `do`, in one launch, deterministic.
 
     `out`, `lse` are what the forward returned (T' query rows with q_slice; `do` has T' rows too);
     dq (zero at positions not queried), dk, dv are (B, H, T, D) and may be given (any strides
     with the last one 1, e.g. slices of one dqkv buffer), else views of (B, T, H, D) buffers.
+    `candidate` as for rope_attn_forward.
     """
     B, H, T, D = _check_heads({"q": q, "k": k, "v": v})
     q_start, q_step, TQ = query_positions(q_slice, T)
@@ -517,8 +599,9 @@ def rope_attn_backward(
     if TQ == 0:  # nothing queried: no gradient reaches q, k or v
         return dq.zero_(), dk.zero_(), dv.zero_()
     cos, sin = _rope_table(T, D, theta, q.device)
-    BM, BN, BM2, BN2, warps, stages = block_config(T, TQ, D, q.element_size(), interpreted())["bwd"]
-    one_program = T <= ONE_PROGRAM_MAX_T
+    config = block_config(T, TQ, D, q.element_size(), interpreted(), candidate)
+    BM, BN, BM2, BN2, warps, stages = config["bwd"]
+    one_program = not config["split"]
     n_kblocks, n_qblocks = triton.cdiv(T, BN), triton.cdiv(TQ, BM2)
     programs = B * H * (1 if one_program else n_kblocks + n_qblocks)
     sm_scale = 1.0 / math.sqrt(D)

@@ -67,7 +67,11 @@ def _assert_matches(fused, ref, ref64, dtype: torch.dtype) -> None:
         if dtype != torch.float32 or DEVICE == "cuda":
             err_fused = (f.double() - r64).abs().max().item()
             err_ref = (r.double() - r64).abs().max().item()
-            assert err_fused <= 2 * err_ref + FLOOR[dtype], f"{name}: fused err {err_fused:.3g}, reference {err_ref:.3g}"
+            # The interpreter converts fp32 → bf16 by truncation (docs TRITON_ON_CPU.md): each of the
+            # kernel's bf16 roundings (dot operands, stores) errs by up to 1 ulp instead of ½, so its
+            # error bound doubles there: 4× instead of the 2× rule.
+            k = 4 if dtype == torch.bfloat16 and DEVICE == "cpu" else 2
+            assert err_fused <= k * err_ref + FLOOR[dtype], f"{name}: fused err {err_fused:.3g}, reference {err_ref:.3g}"
 
 
 def _run_and_check(B: int, H: int, T: int, D: int, dtype: torch.dtype, layout: str = "qkv") -> None:
@@ -110,17 +114,22 @@ def test_input_layouts(layout):
     _run_and_check(2, 2, 33, 32, torch.float32, layout)
 
 
+def _gpu_tiles(monkeypatch, itemsize: int | None = None) -> None:
+    """Launch with the GPU's tiles (of `itemsize`'s table, else the tensors' own) under the interpreter."""
+    import fastgrok.kernels.rope_attention as module
+
+    config = module.block_config
+    monkeypatch.setattr(module, "block_config", lambda T, TQ, D, size, interpret, candidate=None: config(
+        T, TQ, D, itemsize or size, False, candidate))
+
+
 @pytest.mark.parametrize("itemsize", [2, 4], ids=["bf16-tiles", "fp32-tiles"])
 @pytest.mark.parametrize("shape", [(1, 2, 17, 32), (1, 2, 95, 64), (1, 2, 95, 128), (1, 1, 200, 64)],
                          ids=lambda s: "B{}H{}T{}D{}".format(*s))
 def test_gpu_block_sizes(shape, itemsize, monkeypatch):
     """The GPU's tiles (several query and key blocks per head, BLOCK_M ≠ BLOCK_N, the bf16 table
     too, run here in fp32) checked on CPU."""
-    import fastgrok.kernels.rope_attention as module
-
-    config = module.block_config
-    monkeypatch.setattr(module, "block_config",
-                        lambda T, TQ, D, size, interpret: config(T, TQ, D, itemsize, interpret=False))
+    _gpu_tiles(monkeypatch, itemsize)
     _run_and_check(*shape, torch.float32)
 
 
@@ -250,10 +259,7 @@ def test_q_slice_matches_reference(B, T, H, D, q_slice):
 @pytest.mark.parametrize("T", [95, 200])
 def test_q_slice_at_gpu_tiles(T, monkeypatch):
     """The bf16 GPU tiles (several key and query blocks per head) with the model's slice, in fp32 here."""
-    import fastgrok.kernels.rope_attention as module
-
-    config = module.block_config
-    monkeypatch.setattr(module, "block_config", lambda T, TQ, D, size, interpret: config(T, TQ, D, 2, interpret=False))
+    _gpu_tiles(monkeypatch, 2)
     _check_q_slice(1, T, 2, 64, slice(1, None, 3))
 
 
@@ -301,6 +307,75 @@ def test_registry_uses_the_kernels_q_slice():
 
     op = get_op("attention", "fused")
     assert (op.__module__, op.__qualname__) == ("fastgrok.kernels.rope_attention", "fused_attention_qkv")
+
+
+# ───────────────────────────── candidates: launch configurations by name ─────────────────────────────
+
+CANDIDATE_CASES = [  # (id, (B, H, T, D), dtype, tile table's itemsize: 2 = the 16-bit tiles the candidates change)
+    ("T1D32", (2, 2, 1, 32), torch.float32, 2),
+    ("T17D32", (1, 2, 17, 32), torch.float32, 2),
+    ("T95D64", (1, 2, 95, 64), torch.float32, 2),
+    ("T95D128", (1, 2, 95, 128), torch.float32, 2),
+    ("T200D64", (1, 1, 200, 64), torch.float32, 2),  # past ONE_PROGRAM_MAX_T: split in every candidate
+    ("T95D128-fp16", (1, 2, 95, 128), torch.float16, 2),
+    ("T33D64-bf16", (1, 2, 33, 64), torch.bfloat16, 2),
+    ("T95D32-fp32-tiles", (1, 2, 95, 32), torch.float32, 4),
+]
+
+
+def _candidates() -> list[str]:
+    from fastgrok.kernels.rope_attention import CANDIDATES
+
+    return list(CANDIDATES)
+
+
+@pytest.mark.parametrize("case", CANDIDATE_CASES, ids=lambda c: c[0])
+@pytest.mark.parametrize("name", _candidates())
+def test_candidate_matches_reference(name, case, monkeypatch):
+    """Every candidate at its GPU tiles (several key and query blocks per head) against the reference,
+    forward and backward: fp32 to TOL, fp16/bf16 by the 2× rule (bf16 math upcast in the interpreter)."""
+    from fastgrok.kernels.rope_attention import attention_candidate
+
+    _, shape, dtype, itemsize = case
+    _gpu_tiles(monkeypatch, itemsize)
+    with attention_candidate(name):
+        _run_and_check(*shape, dtype)
+
+
+@pytest.mark.parametrize("name", _candidates())
+def test_candidate_q_slice(name, monkeypatch):
+    """The last block's slice at the candidate's GPU tiles, D = 128, and dqkv poisoned first."""
+    from fastgrok.kernels.rope_attention import attention_candidate
+
+    _gpu_tiles(monkeypatch, 2)
+    with attention_candidate(name):
+        _check_q_slice(1, 95, 2, 128, slice(1, None, 3))
+        _check_q_slice(1, 40, 1, 32, slice(0, 1))
+
+
+def test_candidates_reach_the_launch():
+    """The named (or active) candidate sets the launch: split programs, warps; unknown names are refused."""
+    from fastgrok.kernels import capture_launches
+    from fastgrok.kernels.rope_attention import CANDIDATES, attention_candidate, block_config
+
+    qkv = torch.empty(2, 95, 3 * 4 * 128, dtype=torch.bfloat16, requires_grad=True)  # (B, T, 3C)
+    seen = {}
+    for name in CANDIDATES:
+        with attention_candidate(name), capture_launches() as found:
+            y = fused_attention_qkv(qkv, 4)
+            torch.autograd.grad(y, qkv, torch.empty_like(y))
+        fwd, bwd = found
+        want = block_config(95, 95, 128, 2, False, name)
+        assert bwd.kwargs["ONE_PROGRAM"] == (not want["split"]) == (not CANDIDATES[name].split)
+        assert (fwd.kwargs["num_warps"], bwd.kwargs["num_warps"]) == (want["fwd"][2], want["bwd"][4])
+        assert bwd.grid == (2 * 4 * (1 if not want["split"] else 95 // want["bwd"][1] + 1 + 95 // want["bwd"][2] + 1),)
+        seen[name] = (fwd.kwargs["BLOCK_M"], bwd.kwargs["BLOCK_N"], bwd.kwargs["num_warps"], want["split"])
+    assert len(set(seen.values())) == len(seen)  # every candidate launches something of its own
+    with pytest.raises(ValueError, match="attention candidate 'nope' is not one of v2"):
+        with attention_candidate("nope"):
+            pass
+    with pytest.raises(ValueError, match="'nope'"):
+        rope_attn_forward(*_qkv(), candidate="nope")
 
 
 # ───────────────────────────── traffic model ─────────────────────────────
