@@ -11,9 +11,9 @@ In this order, each part skipped (and said so) when the budget left is below its
 2. the depth-4 paper train step (`paper-d4`, fused, compiled once: the attention ops are opaque custom
    ops that read the active candidate when they run), `fused-compiled-<candidate>` per candidate, the
    first candidate timed again last (mode `repeat`: the drift between two timings of one kernel);
-3. a T / head_dim sweep (T 32, 64, 128, 256 at D 128; D 32, 64 at T 95; B 1024) of the candidates and
-   the eager reference;
-4. the reference-compiled train step at depth 4 (the figure the fused step must beat, same lease).
+3. the reference-compiled train step at depth 4 (the figure the fused step must beat, same lease);
+4. a T / head_dim sweep (T 32, 64, 128, 256 at D 128; D 32, 64 at T 95; B 1024) of the candidates and
+   the eager reference, with the budget that is left (about 2 s per provider and point).
 Rows append to OUT/kernels.csv and OUT/train.csv (the project's long format, the candidate named in
 `provider`); `fastgrok bench merge --from OUT` brings them into bench_results/. A summary table ends
 the output. `--dry-run` times nothing real: the interpreter's timings mean nothing.
@@ -141,16 +141,7 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool) -> int:
     else:
         trec.note(f"kernel_ab: skipped the train-step A/B: {clock.left():.0f} s left")
 
-    # 3. the T / head_dim sweep: candidates and the eager reference
-    for x_name, x, dims in sweep:
-        c = bk.Case("attention", tuple(dims.items()), ((x_name, x),))
-        for p in ["reference", *(f"fused-{n}" for n in names)]:
-            if not clock.fits("sweep-point"):
-                krec.note(f"kernel_ab: skipped attention {p} at {x_name}={x}: {clock.left():.0f} s left")
-                continue
-            _attention(krec, c, p, device, dry, backend)
-
-    # 4. the reference-compiled step beside the candidates'
+    # 3. the reference-compiled step beside the candidates'
     if clock.fits("train-reference"):
         from fastgrok.bench.train import Provider, bench_step
         cfg = _train_config(device, dry)
@@ -161,6 +152,15 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool) -> int:
             trec.note(f"kernel_ab: reference-compiled train step failed: {type(e).__name__}: {e}")
     else:
         trec.note(f"kernel_ab: skipped the reference-compiled train step: {clock.left():.0f} s left")
+    # 4. the T / head_dim sweep: candidates and the eager reference, with what is left
+    for x_name, x, dims in sweep:
+        c = bk.Case("attention", tuple(dims.items()), ((x_name, x),))
+        for p in ["reference", *(f"fused-{n}" for n in names)]:
+            if not clock.fits("sweep-point"):
+                krec.note(f"kernel_ab: skipped attention {p} at {x_name}={x}: {clock.left():.0f} s left")
+                continue
+            _attention(krec, c, p, device, dry, backend)
+
     if device.type == "cuda":
         torch.cuda.empty_cache()
     summary(krec.rows, trec.rows, names, main_dims)
