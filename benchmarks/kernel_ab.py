@@ -122,7 +122,7 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool) -> int:
     krec, trec = Recorder(out / "kernels.csv"), Recorder(out / "train.csv")
     dev, torch_v, triton_v, sha = env(device)
     krec.log(f"kernel_ab | {dev} | torch {torch_v} | triton {triton_v} | git {sha} | candidates {', '.join(names)} "
-             f"(default {DEFAULT_CANDIDATE}) | budget {budget:.0f} s{' | DRY RUN: timings mean nothing' if dry else ''}")
+             f"(default {DEFAULT_CANDIDATE}) | budget {budget:.0f} s" + (" | DRY RUN: timings mean nothing" if dry else ""))
     backend = "aot_eager" if dry else "inductor"
     main_dims, sweep = (TINY, TINY_SWEEP) if dry else (PAPER, SWEEP)
     providers = ["reference", "reference-compiled", *(f"fused-{c}" for c in names)]
@@ -219,7 +219,9 @@ def _train_config(device, dry: bool):
     from fastgrok.bench.core import TOY
     from fastgrok.config import Config
 
-    return Config.preset("tiny", **(TOY | TINY_TRAIN), device=str(device)) if dry else Config.preset("paper-d4", device=str(device))
+    if dry:
+        return Config.preset("tiny", **(TOY | TINY_TRAIN), device=str(device))
+    return Config.preset("paper-d4", device=str(device))
 
 
 def _train(rec, names: list[str], device, dry: bool, backend: str) -> None:
@@ -249,8 +251,9 @@ def _train(rec, names: list[str], device, dry: bool, backend: str) -> None:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             with attention_candidate(cand):  # the first steps of a candidate compile its Triton kernels
-                t = Timing.of(time_windows(lambda s: train_step(sess, s), device, warmup=warmup if i or dry else warmup + 5,
-                                           windows=windows, per_window=per_window))
+                first = warmup if i or dry else warmup + 5  # the first also waits for torch.compile
+                t = Timing.of(time_windows(lambda s: train_step(sess, s), device, warmup=first, windows=windows,
+                                           per_window=per_window))
         except Exception as e:
             rec.note(f"kernel_ab: train step {provider} failed: {type(e).__name__}: {e}")
             continue

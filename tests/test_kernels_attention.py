@@ -661,8 +661,8 @@ def test_gpu_fused_attention_qkv_paper_shape(dtype, q_slice):
         rows = torch.arange(T, device="cuda")[q_slice or slice(None)]
         do_full = torch.zeros(B, H, T, D, device="cuda").index_copy_(2, rows, dout.view(B, -1, H, D).transpose(1, 2))
         b = _fp32_bounds(q, k, v, do_full)
-        bounds = (b["out"][:, :, rows].transpose(1, 2).reshape(out.shape),
-                  torch.stack([b[g].transpose(1, 2) for g in ("dq", "dk", "dv")], 2).reshape(qkv.shape))  # (B, T, 3, H, D)
+        grads = torch.stack([b[g].transpose(1, 2) for g in ("dq", "dk", "dv")], 2)  # (B, T, 3, H, D): qkv's layout
+        bounds = (b["out"][:, :, rows].transpose(1, 2).reshape(out.shape), grads.reshape(qkv.shape))
         for name, f, r64, bound in (("out", out, ref64, bounds[0]), ("dqkv", dqkv, dref64, bounds[1])):
             assert _bound_ratio(f, r64, bound) <= 1, (name, _bound_ratio(f, r64, bound))
         return
