@@ -167,12 +167,17 @@ def _rope_attn_fwd_kernel(
 
 
 @triton.jit
-def _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr):
+def _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+                PRE_DELTA: tl.constexpr):
     # dO, lse·log2(e) and Delta = rowsum(dO ∘ O) (fp32) of query rows offs_r: Delta inline,
-    # recomputed where needed (its rows are in L1/L2), never a pre-pass.
+    # recomputed where needed (its rows are in L1/L2); with PRE_DELTA, Out is the head's Delta row
+    # (fp32, written by _rope_attn_bwd_delta_kernel) and Delta is loaded.
     do = _load_rows(DO, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
-    o = _load_rows(Out, stride_ot, offs_r, row_ok, HEAD_DIM, False)
-    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+    if PRE_DELTA:
+        delta = tl.load(Out + offs_r, mask=row_ok, other=0.0)
+    else:
+        o = _load_rows(Out, stride_ot, offs_r, row_ok, HEAD_DIM, False)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
     lse2 = tl.load(Lse + offs_r, mask=row_ok, other=0.0) * 1.4426950408889634
     return do, lse2, delta
 
@@ -183,7 +188,7 @@ def _bwd_dkdv_block(
     stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
     T, TQ, q_start, q_step, start_n, sm_scale, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,
 ):
     # dK, dV of keys [start_n, start_n + BLOCK_N): loop over the queries at or after them,
     # P = exp2(S·log2e/sqrt(D) − lse·log2e), dV += Pᵀ dO, dS = P ∘ (dO Vᵀ − Delta), dK += dSᵀ Q.
@@ -199,7 +204,7 @@ def _bwd_dkdv_block(
         row_ok = offs_r < TQ
         pos = q_start + offs_r * q_step
         q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
-        do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
+        do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST, PRE_DELTA)
         # Transposed scores (keys × queries), so Pᵀ and dSᵀ are dot operands straight from registers.
         s_t = tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION)
         keep = (offs_n[:, None] <= pos[None, :]) & row_ok[None, :]
@@ -219,7 +224,7 @@ def _bwd_dq_block(
     stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
     T, TQ, q_start, q_step, r0, sm_scale, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,
 ):
     # dQ of query rows [r0, r0 + BLOCK_M): loop over keys up to the last query's position,
     # P and dS recomputed as in _bwd_dkdv_block, dQ += dS K; every row summed in a fixed order.
@@ -227,7 +232,7 @@ def _bwd_dq_block(
     row_ok = offs_r < TQ
     pos = q_start + offs_r * q_step
     q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
-    do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
+    do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST, PRE_DELTA)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     hi = q_start + (tl.minimum(r0 + BLOCK_M, TQ) - 1) * q_step + 1
     for start_n in range(0, hi, BLOCK_N):
@@ -257,6 +262,25 @@ def _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM: tl.constex
 
 
 @triton.jit
+def _rope_attn_bwd_delta_kernel(
+    Out, DO, Delta, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot, H, TQ, n_blocks,
+    HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # The backward's pre-pass (candidates with pre_delta): Delta = rowsum(dO ∘ O) in fp32 for BLOCK query
+    # rows of one head, into a contiguous (B, H, TQ) buffer; grid B·H·n_blocks. FlashAttention-2's
+    # preprocessing step: the main kernel then loads one float per query row instead of an O tile.
+    pid = tl.program_id(0)
+    bh = pid // n_blocks
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_r = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)
+    row_ok = offs_r < TQ
+    do = _load_rows(DO + b * stride_dob + h * stride_doh, stride_dot, offs_r, row_ok, HEAD_DIM, False)
+    o = _load_rows(Out + b * stride_ob + h * stride_oh, stride_ot, offs_r, row_ok, HEAD_DIM, False)
+    tl.store(Delta + bh.to(tl.int64) * TQ + offs_r, tl.sum(do.to(tl.float32) * o.to(tl.float32), 1), mask=row_ok)
+
+
+@triton.jit
 def _rope_attn_bwd_kernel(
     Q, K, V, Cos, Sin, Out, DO, Lse, DQ, DK, DV,
     stride_qb, stride_qh, stride_qt,
@@ -271,7 +295,7 @@ def _rope_attn_bwd_kernel(
     H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr, ONE_PROGRAM: tl.constexpr, SLICED: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,
 ):
     # Causal RoPE attention backward in one launch, deterministic, no atomics, Delta inline.
     # ONE_PROGRAM (T ≤ 128): grid B·H, each program does its head's dK, dV (key blocks of
@@ -301,12 +325,12 @@ def _rope_attn_bwd_kernel(
             _bwd_dkdv_block(Q, K, V, Cos, Sin, Out, DO, Lse, DK, DV,
                             stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
                             T, TQ, q_start, q_step, start_n, sm_scale, qk_scale,
-                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST)
+                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST, PRE_DELTA)
         for r0 in range(0, TQ, BLOCK_M2):
             _bwd_dq_block(Q, K, V, Cos, Sin, Out, DO, Lse, DQ,
                           stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
                           T, TQ, q_start, q_step, r0, sm_scale, qk_scale,
-                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST)
+                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST, PRE_DELTA)
         if SLICED:
             _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM, BLOCK_N)
     else:
@@ -314,12 +338,12 @@ def _rope_attn_bwd_kernel(
             _bwd_dkdv_block(Q, K, V, Cos, Sin, Out, DO, Lse, DK, DV,
                             stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
                             T, TQ, q_start, q_step, job * BLOCK_N, sm_scale, qk_scale,
-                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST)
+                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST, PRE_DELTA)
         else:
             _bwd_dq_block(Q, K, V, Cos, Sin, Out, DO, Lse, DQ,
                           stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
                           T, TQ, q_start, q_step, (job - n_kblocks) * BLOCK_M2, sm_scale, qk_scale,
-                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST)
+                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST, PRE_DELTA)
             if SLICED:
                 if job == n_kblocks:
                     _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM, BLOCK_N2)
@@ -350,10 +374,12 @@ class Candidate:
 
     `tiles` overrides entries of _GPU_TILES per (head_dim, itemsize) and pass ("fwd"/"bwd"); `split`:
     the backward's dK/dV and dQ run as separate programs (one per key block, one per query block,
-    a head's programs adjacent) at every T, not only past ONE_PROGRAM_MAX_T."""
+    a head's programs adjacent) at every T, not only past ONE_PROGRAM_MAX_T; `pre_delta`: Delta =
+    rowsum(dO ∘ O) in a pre-pass launch (_rope_attn_bwd_delta_kernel) instead of inline per tile step."""
 
     about: str
     split: bool = False
+    pre_delta: bool = False
     tiles: tuple[tuple[tuple[int, int], str, tuple[int, ...]], ...] = ()
 
     def config(self, D: int, itemsize: int) -> dict[str, tuple[int, ...]]:
@@ -379,6 +405,11 @@ CANDIDATES: dict[str, Candidate] = {
     "split-w4": Candidate(
         "split backward at 4 warps, 2-3 stages; forward query blocks of 32-64 at 4 warps: 2-4 programs per SM",
         split=True,
+        tiles=_all16("bwd", {32: (32, 64, 64, 32, 4, 2), 64: (32, 32, 32, 32, 4, 2), 128: (32, 32, 32, 32, 4, 2)})
+        + _all16("fwd", {32: (64, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 2)})),
+    "split-w4-delta": Candidate(
+        "split-w4 with Delta = rowsum(dO ∘ O) from a pre-pass launch: no O tile and no row sum in the tile steps",
+        split=True, pre_delta=True,
         tiles=_all16("bwd", {32: (32, 64, 64, 32, 4, 2), 64: (32, 32, 32, 32, 4, 2), 128: (32, 32, 32, 32, 4, 2)})
         + _all16("fwd", {32: (64, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 2)})),
     "split16-w4": Candidate(
@@ -422,28 +453,35 @@ def block_config(T: int, TQ: int, D: int, itemsize: int, interpret: bool,
     q_tile = min(128, max(16, next_pow2(TQ)))  # ≥ 16 for tl.dot
     k_tile = min(128, max(16, next_pow2(T)))
     if interpret:  # few, big blocks: the interpreter pays per program and per op, not per element
-        return dict(fwd=(q_tile, k_tile, 4, 1), bwd=(q_tile, k_tile, q_tile, k_tile, 4, 1), split=split)
+        return dict(fwd=(q_tile, k_tile, 4, 1), bwd=(q_tile, k_tile, q_tile, k_tile, 4, 1), split=split,
+                    pre_delta=cand.pre_delta)
     tiles = cand.config(D, itemsize)
     fm, fn, fw, fs = tiles["fwd"]
     bm, bn, bm2, bn2, bw, bs = tiles["bwd"]
     return dict(fwd=(min(fm, q_tile), min(fn, k_tile), fw, fs),
-                bwd=(min(bm, q_tile), min(bn, k_tile), min(bm2, q_tile), min(bn2, k_tile), bw, bs), split=split)
+                bwd=(min(bm, q_tile), min(bn, k_tile), min(bm2, q_tile), min(bn2, k_tile), bw, bs), split=split,
+                pre_delta=cand.pre_delta)
 
 
-def traffic(B: int, H: int, T: int, D: int, itemsize: int, TQ: int | None = None) -> dict[str, dict[str, int]]:
+def traffic(B: int, H: int, T: int, D: int, itemsize: int, TQ: int | None = None,
+            candidate: str | None = None) -> dict[str, dict[str, int]]:
     """Modelled DRAM bytes of each launch: {"forward"|"backward": {"read", "write", "launches"}}.
 
     Model: a head's programs are adjacent in launch order (one program for T ≤ 128), so every
     tensor row a launch touches comes from DRAM once and re-reads within the head hit L2; the
     fp32 cos/sin tables (T, D/2) are read once per launch. TQ is the query count (q_slice).
     Forward reads q (TQ rows), k, v (T rows), writes out (TQ rows) and lse; backward reads q,
-    out, dO (TQ rows), k, v and lse, writes dq (T rows: zeros where not queried), dk, dv.
+    out, dO (TQ rows), k, v and lse, writes dq (T rows: zeros where not queried), dk, dv; a candidate
+    with pre_delta (default: the active one) reads dO once more and writes and reads Delta (fp32, TQ
+    rows), in two launches.
     """
     TQ = T if TQ is None else TQ
     heads, row = B * H, D * itemsize
     tables = 2 * T * (D // 2) * 4
     fwd = dict(read=heads * (TQ + 2 * T) * row + tables, write=heads * (TQ * row + TQ * 4), launches=1)
     bwd = dict(read=heads * (3 * TQ * row + 2 * T * row + TQ * 4) + tables, write=heads * 3 * T * row, launches=1)
+    if CANDIDATES[check_candidate(candidate or active_candidate())].pre_delta:
+        bwd = dict(read=bwd["read"] + heads * (TQ * row + TQ * 4), write=bwd["write"] + heads * TQ * 4, launches=2)
     return {"forward": fwd, "backward": bwd}
 
 
@@ -605,13 +643,22 @@ def rope_attn_backward(
     n_kblocks, n_qblocks = triton.cdiv(T, BN), triton.cdiv(TQ, BM2)
     programs = B * H * (1 if one_program else n_kblocks + n_qblocks)
     sm_scale = 1.0 / math.sqrt(D)
+    o_arg, o_strides = out, out.stride()[:3]
+    if config["pre_delta"]:  # Delta (B, H, TQ) first; the main kernel takes it where it would read O
+        o_arg = torch.empty(B, H, TQ, dtype=torch.float32, device=q.device)
+        o_strides = (H * TQ, TQ, 1)
+        rows = min(64, next_pow2(TQ))
+        n_dblocks = triton.cdiv(TQ, rows)
+        launch(_rope_attn_bwd_delta_kernel, (B * H * n_dblocks,), out, do, o_arg,
+               out.stride(0), out.stride(1), out.stride(2), do.stride(0), do.stride(1), do.stride(2),
+               H, TQ, n_dblocks, HEAD_DIM=D, BLOCK=rows, num_warps=4, enable_fp_fusion=FP_FUSION)
     launch(
         _rope_attn_bwd_kernel, (programs,),
-        q, k, v, cos, sin, out, do, lse, dq, dk, dv,
+        q, k, v, cos, sin, o_arg, do, lse, dq, dk, dv,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
+        *o_strides,
         do.stride(0), do.stride(1), do.stride(2),
         lse.stride(0), lse.stride(1),
         dq.stride(0), dq.stride(1), dq.stride(2),
@@ -620,7 +667,7 @@ def rope_attn_backward(
         H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, sm_scale * LOG2E,
         HEAD_DIM=D, BLOCK_M=BM, BLOCK_N=BN, BLOCK_M2=BM2, BLOCK_N2=BN2,
         ONE_PROGRAM=one_program, SLICED=TQ != T,
-        INPUT_PRECISION=precision, UPCAST=interpreted(),
+        INPUT_PRECISION=precision, UPCAST=interpreted(), PRE_DELTA=config["pre_delta"],
         num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
     )
     return dq, dk, dv

@@ -21,7 +21,7 @@ def test_sm90_captures_every_kernel_launch():
     found = sm90.launches()
     names = {f.fn.__name__ for f in found}
     assert names == {"_rope_attn_fwd_kernel", "_rope_attn_bwd_kernel", "_embedding_fwd_kernel", "_embedding_bwd_kernel",
-                     "_embedding_bwd_reduce_kernel", "_batchgen_kernel"}
+                     "_embedding_bwd_reduce_kernel", "_batchgen_kernel", "_rope_attn_bwd_delta_kernel"}
     paper = [f for f in found if f.label == "paper" and f.op == "attention"]
     blocks = {f.fn.__name__: f.kwargs.get("BLOCK_M") for f in paper}
     assert blocks["_rope_attn_fwd_kernel"] < 128  # the GPU tiles, not the interpreter's whole-sequence blocks

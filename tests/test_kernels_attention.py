@@ -494,12 +494,15 @@ def test_candidates_reach_the_launch():
         with attention_candidate(name), capture_launches() as found:
             y = fused_attention_qkv(qkv, 4)
             torch.autograd.grad(y, qkv, torch.empty_like(y))
-        fwd, bwd = found
+        fwd, bwd = found[0], found[-1]
+        assert [f.kernel.__name__ for f in found[1:-1]] == (["_rope_attn_bwd_delta_kernel"] if CANDIDATES[name].pre_delta
+                                                             else [])
         want = block_config(95, 95, 128, 2, False, name)
         assert bwd.kwargs["ONE_PROGRAM"] == (not want["split"]) == (not CANDIDATES[name].split)
         assert (fwd.kwargs["num_warps"], bwd.kwargs["num_warps"]) == (want["fwd"][2], want["bwd"][4])
         assert bwd.grid == (2 * 4 * (1 if not want["split"] else 95 // want["bwd"][1] + 1 + 95 // want["bwd"][2] + 1),)
-        seen[name] = (fwd.kwargs["BLOCK_M"], bwd.kwargs["BLOCK_N"], bwd.kwargs["num_warps"], want["split"])
+        seen[name] = (fwd.kwargs["BLOCK_M"], bwd.kwargs["BLOCK_N"], bwd.kwargs["num_warps"], want["split"],
+                      bwd.kwargs["PRE_DELTA"])
     assert len(set(seen.values())) == len(seen)  # every candidate launches something of its own
     with pytest.raises(ValueError, match="attention candidate 'nope' is not one of v2"):
         with attention_candidate("nope"):
@@ -522,6 +525,9 @@ def test_traffic_model_meets_the_goals_at_the_papers_shape():
     assert ideal["forward"] <= fwd <= 1.1 * ideal["forward"]
     assert ideal["backward"] <= bwd <= 1.15 * ideal["backward"]
     assert model["forward"]["launches"] + model["backward"]["launches"] == 2
+    delta = traffic(B, H, T, D, 2, candidate="split-w4-delta")["backward"]  # its pre-pass: dO again, Delta
+    assert delta["launches"] == 2 and sum(delta.values()) - 2 == sum(model["backward"].values()) - 1 + B * H * T * (
+        2 * D + 8)
     sliced = traffic(B, H, T, D, 2, 32)  # the last block reads and writes less
     assert sum(sliced["forward"].values()) < sum(model["forward"].values())
 
