@@ -18,6 +18,11 @@ Shaped for memory-bound short sequences (the paper: T = 95, D = 128), two launch
   all rows, so nothing spills, nothing is atomic and the result is deterministic. Longer
   sequences split the same two passes over adjacent programs of one launch (key blocks, then
   query blocks, of one head).
+Launch configurations are named candidates (CANDIDATES: tiles, warps, stages, whether the
+backward splits at every T, a Delta pre-pass), chosen with `attention_candidate(name)` or
+`candidate=`; today's measured kernel is "v2", the default DEFAULT_CANDIDATE ("split-w4": the
+split backward at every T, 4 warps) comes from docs/kernels.md's latency model and the offline
+compile, and benchmarks/kernel_ab.py times each on a GPU.
 `traffic(...)` models the DRAM bytes each launch moves (see fastgrok.bench.sm90).
 
 Layers: kernels → launchers (`rope_attn_forward`, `rope_attn_backward`) → custom ops
