@@ -18,6 +18,11 @@ Shaped for memory-bound short sequences (the paper: T = 95, D = 128), two launch
   all rows, so nothing spills, nothing is atomic and the result is deterministic. Longer
   sequences split the same two passes over adjacent programs of one launch (key blocks, then
   query blocks, of one head).
+Launch configurations are named candidates (CANDIDATES: tiles, warps, stages, whether the
+backward splits at every T, a Delta pre-pass), chosen with `attention_candidate(name)` or
+`candidate=`; today's measured kernel is "v2", the default DEFAULT_CANDIDATE ("split-w4": the
+split backward at every T, 4 warps) comes from docs/kernels.md's latency model and the offline
+compile, and benchmarks/kernel_ab.py times each on a GPU.
 `traffic(...)` models the DRAM bytes each launch moves (see fastgrok.bench.sm90).
 
 Layers: kernels → launchers (`rope_attn_forward`, `rope_attn_backward`) → custom ops
@@ -25,8 +30,11 @@ Layers: kernels → launchers (`rope_attn_forward`, `rope_attn_backward`) → cu
 "fastgrok::rope_heads_fwd"/"rope_heads_bwd" ((B, H, T, D) tensors), opaque to torch.compile →
 `fused_attention_qkv` (the registry's op, takes q_slice) and `rope_attention`.
 """
+import contextlib
 import functools
 import math
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
 import triton
@@ -164,12 +172,17 @@ def _rope_attn_fwd_kernel(
 
 
 @triton.jit
-def _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr):
+def _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+                PRE_DELTA: tl.constexpr):
     # dO, lse·log2(e) and Delta = rowsum(dO ∘ O) (fp32) of query rows offs_r: Delta inline,
-    # recomputed where needed (its rows are in L1/L2), never a pre-pass.
+    # recomputed where needed (its rows are in L1/L2); with PRE_DELTA, Out is the head's Delta row
+    # (fp32, written by _rope_attn_bwd_delta_kernel) and Delta is loaded.
     do = _load_rows(DO, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
-    o = _load_rows(Out, stride_ot, offs_r, row_ok, HEAD_DIM, False)
-    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+    if PRE_DELTA:
+        delta = tl.load(Out + offs_r, mask=row_ok, other=0.0)
+    else:
+        o = _load_rows(Out, stride_ot, offs_r, row_ok, HEAD_DIM, False)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
     lse2 = tl.load(Lse + offs_r, mask=row_ok, other=0.0) * 1.4426950408889634
     return do, lse2, delta
 
@@ -180,7 +193,7 @@ def _bwd_dkdv_block(
     stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
     T, TQ, q_start, q_step, start_n, sm_scale, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,
 ):
     # dK, dV of keys [start_n, start_n + BLOCK_N): loop over the queries at or after them,
     # P = exp2(S·log2e/sqrt(D) − lse·log2e), dV += Pᵀ dO, dS = P ∘ (dO Vᵀ − Delta), dK += dSᵀ Q.
@@ -196,7 +209,7 @@ def _bwd_dkdv_block(
         row_ok = offs_r < TQ
         pos = q_start + offs_r * q_step
         q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
-        do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
+        do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST, PRE_DELTA)
         # Transposed scores (keys × queries), so Pᵀ and dSᵀ are dot operands straight from registers.
         s_t = tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION)
         keep = (offs_n[:, None] <= pos[None, :]) & row_ok[None, :]
@@ -216,7 +229,7 @@ def _bwd_dq_block(
     stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
     T, TQ, q_start, q_step, r0, sm_scale, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,
 ):
     # dQ of query rows [r0, r0 + BLOCK_M): loop over keys up to the last query's position,
     # P and dS recomputed as in _bwd_dkdv_block, dQ += dS K; every row summed in a fixed order.
@@ -224,7 +237,7 @@ def _bwd_dq_block(
     row_ok = offs_r < TQ
     pos = q_start + offs_r * q_step
     q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
-    do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST)
+    do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST, PRE_DELTA)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     hi = q_start + (tl.minimum(r0 + BLOCK_M, TQ) - 1) * q_step + 1
     for start_n in range(0, hi, BLOCK_N):
@@ -254,6 +267,25 @@ def _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM: tl.constex
 
 
 @triton.jit
+def _rope_attn_bwd_delta_kernel(
+    Out, DO, Delta, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot, H, TQ, n_blocks,
+    HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # The backward's pre-pass (candidates with pre_delta): Delta = rowsum(dO ∘ O) in fp32 for BLOCK query
+    # rows of one head, into a contiguous (B, H, TQ) buffer; grid B·H·n_blocks. FlashAttention-2's
+    # preprocessing step: the main kernel then loads one float per query row instead of an O tile.
+    pid = tl.program_id(0)
+    bh = pid // n_blocks
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_r = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)
+    row_ok = offs_r < TQ
+    do = _load_rows(DO + b * stride_dob + h * stride_doh, stride_dot, offs_r, row_ok, HEAD_DIM, False)
+    o = _load_rows(Out + b * stride_ob + h * stride_oh, stride_ot, offs_r, row_ok, HEAD_DIM, False)
+    tl.store(Delta + bh.to(tl.int64) * TQ + offs_r, tl.sum(do.to(tl.float32) * o.to(tl.float32), 1), mask=row_ok)
+
+
+@triton.jit
 def _rope_attn_bwd_kernel(
     Q, K, V, Cos, Sin, Out, DO, Lse, DQ, DK, DV,
     stride_qb, stride_qh, stride_qt,
@@ -268,7 +300,7 @@ def _rope_attn_bwd_kernel(
     H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr, ONE_PROGRAM: tl.constexpr, SLICED: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,
 ):
     # Causal RoPE attention backward in one launch, deterministic, no atomics, Delta inline.
     # ONE_PROGRAM (T ≤ 128): grid B·H, each program does its head's dK, dV (key blocks of
@@ -298,12 +330,12 @@ def _rope_attn_bwd_kernel(
             _bwd_dkdv_block(Q, K, V, Cos, Sin, Out, DO, Lse, DK, DV,
                             stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
                             T, TQ, q_start, q_step, start_n, sm_scale, qk_scale,
-                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST)
+                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST, PRE_DELTA)
         for r0 in range(0, TQ, BLOCK_M2):
             _bwd_dq_block(Q, K, V, Cos, Sin, Out, DO, Lse, DQ,
                           stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
                           T, TQ, q_start, q_step, r0, sm_scale, qk_scale,
-                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST)
+                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST, PRE_DELTA)
         if SLICED:
             _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM, BLOCK_N)
     else:
@@ -311,12 +343,12 @@ def _rope_attn_bwd_kernel(
             _bwd_dkdv_block(Q, K, V, Cos, Sin, Out, DO, Lse, DK, DV,
                             stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
                             T, TQ, q_start, q_step, job * BLOCK_N, sm_scale, qk_scale,
-                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST)
+                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST, PRE_DELTA)
         else:
             _bwd_dq_block(Q, K, V, Cos, Sin, Out, DO, Lse, DQ,
                           stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
                           T, TQ, q_start, q_step, (job - n_kblocks) * BLOCK_M2, sm_scale, qk_scale,
-                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST)
+                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST, PRE_DELTA)
             if SLICED:
                 if job == n_kblocks:
                     _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM, BLOCK_N2)
@@ -328,8 +360,9 @@ def _rope_attn_bwd_kernel(
 # GPU tiles per (head_dim, bytes per element): forward (BLOCK_M, BLOCK_N, num_warps, num_stages),
 # backward (BLOCK_M, BLOCK_N, BLOCK_M2, BLOCK_N2, num_warps, num_stages) — dK/dV pass, then dQ
 # pass. Picked with `python -m fastgrok.bench.sm90` (offline sm_90 compiles: no spills, shared
-# memory within the H100's 227 KiB); unmeasured on GPU. The forward's BLOCK_M is capped by the
-# query count, so for T ≤ 128 one query block covers the head.
+# memory within the H100's 227 KiB). The forward's BLOCK_M is capped by the query count, so for
+# T ≤ 128 one query block covers the head. These are candidate "v2"'s (measured on the H200:
+# docs/kernels.md); the other candidates below change the 16-bit entries.
 _GPU_TILES = {
     (32, 2): dict(fwd=(128, 64, 4, 2), bwd=(32, 64, 64, 32, 4, 1)),
     (64, 2): dict(fwd=(128, 64, 8, 2), bwd=(32, 64, 64, 32, 8, 1)),
@@ -340,32 +373,120 @@ _GPU_TILES = {
 }
 
 
-def block_config(T: int, TQ: int, D: int, itemsize: int, interpret: bool) -> dict[str, tuple[int, ...]]:
-    """Tiles of the forward and backward launch for T keys, TQ queries, head_dim D (see _GPU_TILES)."""
+@dataclass(frozen=True)
+class Candidate:
+    """One launch configuration of the attention kernels, chosen by name (an A/B on the GPU times each).
+
+    `tiles` overrides entries of _GPU_TILES per (head_dim, itemsize) and pass ("fwd"/"bwd"); `split`:
+    the backward's dK/dV and dQ run as separate programs (one per key block, one per query block,
+    a head's programs adjacent) at every T, not only past ONE_PROGRAM_MAX_T; `pre_delta`: Delta =
+    rowsum(dO ∘ O) in a pre-pass launch (_rope_attn_bwd_delta_kernel) instead of inline per tile step."""
+
+    about: str
+    split: bool = False
+    pre_delta: bool = False
+    tiles: tuple[tuple[tuple[int, int], str, tuple[int, ...]], ...] = ()
+
+    def config(self, D: int, itemsize: int) -> dict[str, tuple[int, ...]]:
+        out = dict(_GPU_TILES[(D, itemsize)])
+        for key, part, t in self.tiles:
+            if key == (D, itemsize):
+                out[part] = t
+        return out
+
+
+def _all16(part: str, tiles: dict[int, tuple[int, ...]]) -> tuple:
+    """The same override for bf16 and fp16 (itemsize 2) at each head dim given."""
+    return tuple(((D, 2), part, t) for D, t in tiles.items())
+
+
+# docs/kernels.md derives each from the latency model fitted to the H200's figures; the offline
+# compile (bench_results/kernel_report*.md) gives their registers and spills. Unmeasured on GPU
+# except "v2".
+CANDIDATES: dict[str, Candidate] = {
+    "v2": Candidate("today's kernels: backward one program per head for T ≤ 128 (measured on the H200)"),
+    "split": Candidate("backward: dK/dV and dQ in separate programs (3 + 3 per head at T = 95), v2's tiles",
+                       split=True),
+    "split-w4": Candidate(
+        "split backward at 4 warps, 2-3 stages; forward query blocks of 32-64 at 4 warps: 2-4 programs per SM",
+        split=True,
+        tiles=_all16("bwd", {32: (32, 64, 64, 32, 4, 2), 64: (32, 32, 32, 32, 4, 2), 128: (32, 32, 32, 32, 4, 2)})
+        + _all16("fwd", {32: (64, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 2)})),
+    "split-w4-delta": Candidate(
+        "split-w4 with Delta = rowsum(dO ∘ O) from a pre-pass launch: no O tile and no row sum in the tile steps",
+        split=True, pre_delta=True,
+        tiles=_all16("bwd", {32: (32, 64, 64, 32, 4, 2), 64: (32, 32, 32, 32, 4, 2), 128: (32, 32, 32, 32, 4, 2)})
+        + _all16("fwd", {32: (64, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 2)})),
+    "split16-w4": Candidate(
+        "split backward with 16-row key and query blocks at 4 warps (6 + 6 programs per head at T = 95); "
+        "forward query blocks of 16 at 2 warps",
+        split=True,
+        tiles=_all16("bwd", {32: (32, 16, 16, 32, 4, 1), 64: (32, 16, 16, 32, 4, 1), 128: (32, 16, 16, 32, 4, 1)})
+        + _all16("fwd", {32: (16, 32, 2, 2), 64: (16, 32, 2, 2), 128: (16, 32, 2, 2)})),
+}
+DEFAULT_CANDIDATE = "split-w4"  # by the model and the offline compile (docs/kernels.md); the GPU A/B decides
+_active = [DEFAULT_CANDIDATE]  # the launchers' candidate; attention_candidate() sets it for a block of code
+
+
+def check_candidate(name: str) -> str:
+    if name not in CANDIDATES:
+        raise ValueError(f"attention candidate {name!r} is not one of {', '.join(CANDIDATES)}")
+    return name
+
+
+@contextlib.contextmanager
+def attention_candidate(name: str) -> Iterator[None]:
+    """Within it every attention launch (custom ops and compiled models too: the ops read it when they
+    run) takes candidate `name`'s configuration; for A/B timing (benchmarks/kernel_ab.py)."""
+    _active.append(check_candidate(name))
+    try:
+        yield
+    finally:
+        _active.pop()
+
+
+def active_candidate() -> str:
+    return _active[-1]
+
+
+def block_config(T: int, TQ: int, D: int, itemsize: int, interpret: bool,
+                 candidate: str | None = None) -> dict[str, Any]:
+    """Tiles of the forward and backward launch for T keys, TQ queries, head_dim D, and whether the
+    backward splits dK/dV from dQ (see Candidate); the active candidate unless one is named."""
+    cand = CANDIDATES[check_candidate(candidate or active_candidate())]
+    split = cand.split or T > ONE_PROGRAM_MAX_T
     q_tile = min(128, max(16, next_pow2(TQ)))  # ≥ 16 for tl.dot
     k_tile = min(128, max(16, next_pow2(T)))
     if interpret:  # few, big blocks: the interpreter pays per program and per op, not per element
-        return dict(fwd=(q_tile, k_tile, 4, 1), bwd=(q_tile, k_tile, q_tile, k_tile, 4, 1))
-    fm, fn, fw, fs = _GPU_TILES[(D, itemsize)]["fwd"]
-    bm, bn, bm2, bn2, bw, bs = _GPU_TILES[(D, itemsize)]["bwd"]
+        return dict(fwd=(q_tile, k_tile, 4, 1), bwd=(q_tile, k_tile, q_tile, k_tile, 4, 1), split=split,
+                    pre_delta=cand.pre_delta)
+    tiles = cand.config(D, itemsize)
+    fm, fn, fw, fs = tiles["fwd"]
+    bm, bn, bm2, bn2, bw, bs = tiles["bwd"]
     return dict(fwd=(min(fm, q_tile), min(fn, k_tile), fw, fs),
-                bwd=(min(bm, q_tile), min(bn, k_tile), min(bm2, q_tile), min(bn2, k_tile), bw, bs))
+                bwd=(min(bm, q_tile), min(bn, k_tile), min(bm2, q_tile), min(bn2, k_tile), bw, bs), split=split,
+                pre_delta=cand.pre_delta)
 
 
-def traffic(B: int, H: int, T: int, D: int, itemsize: int, TQ: int | None = None) -> dict[str, dict[str, int]]:
+def traffic(B: int, H: int, T: int, D: int, itemsize: int, TQ: int | None = None,
+            candidate: str | None = None) -> dict[str, dict[str, int]]:
     """Modelled DRAM bytes of each launch: {"forward"|"backward": {"read", "write", "launches"}}.
 
     Model: a head's programs are adjacent in launch order (one program for T ≤ 128), so every
     tensor row a launch touches comes from DRAM once and re-reads within the head hit L2; the
     fp32 cos/sin tables (T, D/2) are read once per launch. TQ is the query count (q_slice).
     Forward reads q (TQ rows), k, v (T rows), writes out (TQ rows) and lse; backward reads q,
-    out, dO (TQ rows), k, v and lse, writes dq (T rows: zeros where not queried), dk, dv.
+    out, dO (TQ rows), k, v and lse, writes dq (T rows: zeros where not queried), dk, dv; a candidate
+    with pre_delta (default: the active one) reads dO once more and writes and reads Delta (fp32, TQ
+    rows), in two launches.
     """
     TQ = T if TQ is None else TQ
     heads, row = B * H, D * itemsize
     tables = 2 * T * (D // 2) * 4
     fwd = dict(read=heads * (TQ + 2 * T) * row + tables, write=heads * (TQ * row + TQ * 4), launches=1)
     bwd = dict(read=heads * (3 * TQ * row + 2 * T * row + TQ * 4) + tables, write=heads * 3 * T * row, launches=1)
+    if CANDIDATES[check_candidate(candidate or active_candidate())].pre_delta:
+        bwd = dict(read=bwd["read"] + heads * (TQ * row + TQ * 4), write=bwd["write"] + heads * TQ * 4, launches=2)
     return {"forward": fwd, "backward": bwd}
 
 
@@ -448,6 +569,7 @@ def _new_heads(B: int, H: int, T: int, D: int, like: Tensor) -> Tensor:
 def rope_attn_forward(
     q: Tensor, k: Tensor, v: Tensor, theta: float = 10000.0, *, q_slice: slice | None = None,
     out: Tensor | None = None, lse: Tensor | None = None, input_precision: str | None = None,
+    candidate: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Causal RoPE attention forward. q, k, v (B, H, T, D), any strides with the last one 1.
 
@@ -455,6 +577,8 @@ def rope_attn_forward(
     value). Returns out (B, H, T', D) — a view of a (B, T', H, D) buffer unless `out` is given —
     and lse (B, H, T') fp32, the natural-log log-sum-exp of each row's scaled scores.
     `input_precision` is tl.dot's (default "ieee" for fp32: exact; ignored by the interpreter).
+    `candidate` names a launch configuration of CANDIDATES (default: the active one, see
+    attention_candidate).
     """
     B, H, T, D = _check_heads({"q": q, "k": k, "v": v})
     theta = _check_theta(theta)
@@ -471,7 +595,7 @@ def rope_attn_forward(
     if out.numel() == 0:
         return out, lse
     cos, sin = _rope_table(T, D, theta, q.device)
-    BLOCK_M, BLOCK_N, warps, stages = block_config(T, TQ, D, q.element_size(), interpreted())["fwd"]
+    BLOCK_M, BLOCK_N, warps, stages = block_config(T, TQ, D, q.element_size(), interpreted(), candidate)["fwd"]
     n_blocks = triton.cdiv(TQ, BLOCK_M)
     launch(
         _rope_attn_fwd_kernel, (B * H * n_blocks,),
@@ -492,13 +616,14 @@ def rope_attn_forward(
 def rope_attn_backward(
     do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, theta: float = 10000.0, *,
     q_slice: slice | None = None, dq: Tensor | None = None, dk: Tensor | None = None, dv: Tensor | None = None,
-    input_precision: str | None = None,
+    input_precision: str | None = None, candidate: str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients (dq, dk, dv) of `rope_attn_forward` for upstream gradient `do`, in one launch, deterministic.
 
     `out`, `lse` are what the forward returned (T' query rows with q_slice; `do` has T' rows too);
     dq (zero at positions not queried), dk, dv are (B, H, T, D) and may be given (any strides
     with the last one 1, e.g. slices of one dqkv buffer), else views of (B, T, H, D) buffers.
+    `candidate` as for rope_attn_forward.
     """
     B, H, T, D = _check_heads({"q": q, "k": k, "v": v})
     q_start, q_step, TQ = query_positions(q_slice, T)
@@ -517,18 +642,28 @@ def rope_attn_backward(
     if TQ == 0:  # nothing queried: no gradient reaches q, k or v
         return dq.zero_(), dk.zero_(), dv.zero_()
     cos, sin = _rope_table(T, D, theta, q.device)
-    BM, BN, BM2, BN2, warps, stages = block_config(T, TQ, D, q.element_size(), interpreted())["bwd"]
-    one_program = T <= ONE_PROGRAM_MAX_T
+    config = block_config(T, TQ, D, q.element_size(), interpreted(), candidate)
+    BM, BN, BM2, BN2, warps, stages = config["bwd"]
+    one_program = not config["split"]
     n_kblocks, n_qblocks = triton.cdiv(T, BN), triton.cdiv(TQ, BM2)
     programs = B * H * (1 if one_program else n_kblocks + n_qblocks)
     sm_scale = 1.0 / math.sqrt(D)
+    o_arg, o_strides = out, out.stride()[:3]
+    if config["pre_delta"]:  # Delta (B, H, TQ) first; the main kernel takes it where it would read O
+        o_arg = torch.empty(B, H, TQ, dtype=torch.float32, device=q.device)
+        o_strides = (H * TQ, TQ, 1)
+        rows = min(64, next_pow2(TQ))
+        n_dblocks = triton.cdiv(TQ, rows)
+        launch(_rope_attn_bwd_delta_kernel, (B * H * n_dblocks,), out, do, o_arg,
+               out.stride(0), out.stride(1), out.stride(2), do.stride(0), do.stride(1), do.stride(2),
+               H, TQ, n_dblocks, HEAD_DIM=D, BLOCK=rows, num_warps=4, enable_fp_fusion=FP_FUSION)
     launch(
         _rope_attn_bwd_kernel, (programs,),
-        q, k, v, cos, sin, out, do, lse, dq, dk, dv,
+        q, k, v, cos, sin, o_arg, do, lse, dq, dk, dv,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
+        *o_strides,
         do.stride(0), do.stride(1), do.stride(2),
         lse.stride(0), lse.stride(1),
         dq.stride(0), dq.stride(1), dq.stride(2),
@@ -537,7 +672,7 @@ def rope_attn_backward(
         H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, sm_scale * LOG2E,
         HEAD_DIM=D, BLOCK_M=BM, BLOCK_N=BN, BLOCK_M2=BM2, BLOCK_N2=BN2,
         ONE_PROGRAM=one_program, SLICED=TQ != T,
-        INPUT_PRECISION=precision, UPCAST=interpreted(),
+        INPUT_PRECISION=precision, UPCAST=interpreted(), PRE_DELTA=config["pre_delta"],
         num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
     )
     return dq, dk, dv

@@ -21,7 +21,7 @@ def test_sm90_captures_every_kernel_launch():
     found = sm90.launches()
     names = {f.fn.__name__ for f in found}
     assert names == {"_rope_attn_fwd_kernel", "_rope_attn_bwd_kernel", "_embedding_fwd_kernel", "_embedding_bwd_kernel",
-                     "_embedding_bwd_reduce_kernel", "_batchgen_kernel"}
+                     "_embedding_bwd_reduce_kernel", "_batchgen_kernel", "_rope_attn_bwd_delta_kernel"}
     paper = [f for f in found if f.label == "paper" and f.op == "attention"]
     blocks = {f.fn.__name__: f.kwargs.get("BLOCK_M") for f in paper}
     assert blocks["_rope_attn_fwd_kernel"] < 128  # the GPU tiles, not the interpreter's whole-sequence blocks
@@ -109,3 +109,32 @@ def test_ptx_vector_loads_and_tensor_cores():
     assert fwd[3] == 0 and fwd[2] > 0, fwd  # (vector, scalar, mma)
     assert fwd[4] > 0  # q kᵀ and P v on tensor cores
     assert ieee[4] == 0 and tf32x3[4] > 0, (ieee, tf32x3)
+
+
+CANDIDATES_SCRIPT = """
+import json, torch
+from fastgrok.bench import sm90
+from fastgrok.kernels import rope_attention as ra
+found = sm90.attention_launches([("paper", 1024, 4, 95, 128, torch.bfloat16)], q_slices=(None,))
+found += sm90.candidate_launches([("paper", 1024, 4, 95, 128, torch.bfloat16)])
+rows = sm90.compile_all(found, log=None)
+print(json.dumps([[c.labels, c.kernel, c.error, c.registers, c.spill_stores, c.spill_loads, c.shared] for c in rows]))
+"""
+
+
+@pytest.mark.slow
+def test_every_attention_candidate_compiles_without_spills():
+    """Each launch candidate (kernels/rope_attention.py CANDIDATES) at the paper's shape in bf16: compiled for
+    sm_90, no spills, registers ≤ 255, shared memory within 227 KiB — what the A/B on the GPU will launch."""
+    from fastgrok.kernels.rope_attention import CANDIDATES, DEFAULT_CANDIDATE
+
+    res = _compile(CANDIDATES_SCRIPT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(res.stdout.strip().splitlines()[-1])
+    if any(err and "ptxas" in err and "No such file" in err for _, _, err, *_ in rows):
+        pytest.skip("this Triton build has no bundled ptxas")
+    labels = {label for r in rows for label in r[0]}
+    assert labels == {"paper"} | {f"paper [{n}]" for n in CANDIDATES if n != DEFAULT_CANDIDATE}
+    for labels_, kernel, err, regs, stores, loads, shared in rows:
+        assert err is None and stores == 0 and loads == 0, (labels_, kernel, err, stores, loads)
+        assert 0 < regs <= 255 and 0 <= shared <= 227 * 1024, (labels_, kernel, regs, shared)

@@ -133,6 +133,23 @@ def attention_launches(scenarios: list[tuple] = ATTENTION,
     return out
 
 
+# The attention kernels' other launch candidates (kernels/rope_attention.py CANDIDATES; the default one is
+# what every scenario above launches) in bf16 at the paper's shape, the other head dims and the long path.
+CANDIDATE_SHAPES = [("paper", 1024, 4, 95, 128, _BF16), ("tiles T=95 head_dim=32", 64, 4, 95, 32, _BF16),
+                    ("tiles T=95 head_dim=64", 64, 4, 95, 64, _BF16), ("tiles T=256 head_dim=128", 64, 4, 256, 128, _BF16)]
+
+
+def candidate_launches(shapes: list[tuple] = CANDIDATE_SHAPES) -> list[Launch]:
+    """The attention launches of every non-default candidate at `shapes`, labelled "<label> [<candidate>]"."""
+    ra = kernel_module("attention")
+    out = []
+    for name in ra.CANDIDATES:
+        if name != ra.DEFAULT_CANDIDATE:
+            with ra.attention_candidate(name):
+                out += attention_launches([(f"{label} [{name}]", *rest) for label, *rest in shapes])
+    return out
+
+
 def embedding_launches(scenarios: list[tuple] = EMBEDDING) -> list[Launch]:
     """Forward and backward launches of the fused embedding op at each (label, B, T, V, C, dtype)."""
     embedding = get_op("embedding", "fused")
@@ -164,7 +181,7 @@ def batchgen_launches(scenarios: list[tuple] = BATCHGEN) -> list[Launch]:
 
 def launches() -> list[Launch]:
     """Every kernel launch of the scenarios above, captured (no kernel runs; tensors are never touched)."""
-    return attention_launches() + embedding_launches() + batchgen_launches()
+    return attention_launches() + candidate_launches() + embedding_launches() + batchgen_launches()
 
 
 def _specialise(launch: Launch, backend: Any) -> tuple[Any, dict, dict, dict]:

@@ -1,0 +1,297 @@
+"""A/B timing of the attention kernels' launch candidates (kernels/rope_attention.py CANDIDATES, issue #29)
+against today's kernel ("v2") and the reference providers, in one GPU call of under 5 minutes.
+
+    python benchmarks/kernel_ab.py [--budget 270] [--out bench_results] [--candidates v2,split-w4,...]
+    python benchmarks/kernel_ab.py --dry-run      # the whole flow on the CPU, tiny shapes, Triton's interpreter
+
+In this order, each part skipped (and said so) when the budget left is below its estimate:
+1. attention at the paper's shape (B 1024, H 4, T 95, D 128, bf16): `reference`, `reference-compiled`
+   and `fused-<candidate>` for each candidate, modes forward / backward / full (fastgrok.bench.kernels'
+   inputs, timing and rows: ms, GB/s, TFLOP/s);
+2. the depth-4 paper train step (`paper-d4`, fused, compiled once: the attention ops are opaque custom
+   ops that read the active candidate when they run), `fused-compiled-<candidate>` per candidate, the
+   first candidate timed again last (mode `repeat`: the drift between two timings of one kernel);
+3. the reference-compiled train step at depth 4 (the figure the fused step must beat, same lease);
+4. a T / head_dim sweep (T 32, 64, 128, 256 at D 128; D 32, 64 at T 95; B 1024) of the candidates and
+   the eager reference, with the budget that is left (about 2 s per provider and point).
+Rows append to OUT/kernels.csv and OUT/train.csv (the project's long format, the candidate named in
+`provider`); `fastgrok bench merge --from OUT` brings them into bench_results/. A summary table ends
+the output. `--dry-run` times nothing real: the interpreter's timings mean nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+PAPER = dict(B=1024, H=4, T=95, D=128)
+SWEEP = [("T", t, dict(PAPER, T=t)) for t in (32, 64, 128, 256)] + [
+    ("head_dim", d, dict(PAPER, D=d)) for d in (32, 64)]
+TINY = dict(B=1, H=2, T=17, D=32)  # --dry-run: the interpreter's cost is per program and per op
+TINY_SWEEP = [("T", 9, dict(TINY, T=9))]
+TINY_TRAIN = dict(depth=1, n_shots=4)  # --dry-run: overrides of fastgrok.bench.core.TOY
+# Seconds each part is expected to take on an H200 (compiles included), for the budget; generous.
+ESTIMATE = {"attention": 8.0, "attention-compiled": 40.0, "train-compile": 60.0, "train-candidate": 10.0,
+            "sweep-point": 4.0, "train-reference": 75.0}
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budget {text!r} is not a number of seconds") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--budget {text!r} must be a positive, finite number of seconds")
+    return value
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="benchmarks/kernel_ab.py", description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=_budget, default=270.0, help="seconds for the whole run (default 270)")
+    ap.add_argument("--out", type=Path, default=Path("bench_results"),
+                    help="folder of kernels.csv / train.csv to append to (default bench_results)")
+    ap.add_argument("--candidates", default=None,
+                    help="comma-separated candidate names (default: all, today's v2 first)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="CPU, tiny shapes, Triton's interpreter, aot_eager: the flow in seconds, timings meaningless")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.dry_run:  # before anything imports triton (TRITON_ON_CPU.md)
+        os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+
+    from fastgrok.kernels.rope_attention import CANDIDATES
+
+    names = list(CANDIDATES) if args.candidates is None else [c.strip() for c in args.candidates.split(",")]
+    unknown = [c for c in names if c not in CANDIDATES]
+    if unknown or not names:
+        print(f"kernel_ab: --candidates {args.candidates!r}: {', '.join(unknown) or 'none given'} not among "
+              f"{', '.join(CANDIDATES)}", file=sys.stderr)
+        return 2
+    if "v2" in names:  # today's kernel first: every other candidate is read against it
+        names.remove("v2")
+        names.insert(0, "v2")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name in ("kernels.csv", "train.csv"):
+            with open(args.out / name, "a"):
+                pass
+    except OSError as e:
+        print(f"kernel_ab: --out {str(args.out)!r} is not a writable folder: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        device = torch.device("cpu")
+    elif not torch.cuda.is_available():
+        print("kernel_ab: no CUDA device; the A/B times GPU kernels (use --dry-run to rehearse on a CPU)",
+              file=sys.stderr)
+        return 2
+    else:
+        device = torch.device("cuda")
+    return run(names, device, args.out, args.budget, args.dry_run)
+
+
+class Clock:
+    """The budget: what is left, and whether a part expected to take `cost` seconds still fits."""
+
+    def __init__(self, budget: float, dry: bool) -> None:
+        self.end = time.monotonic() + budget
+        self.dry = dry
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def fits(self, part: str, n: int = 1) -> bool:
+        """A dry run's parts take seconds whatever the estimate: they fit while any budget is left."""
+        return self.left() > 0 if self.dry else self.left() >= ESTIMATE[part] * n
+
+
+def run(names: list[str], device, out: Path, budget: float, dry: bool) -> int:
+    import torch
+
+    from fastgrok.bench import kernels as bk
+    from fastgrok.bench.core import Recorder, env
+    from fastgrok.kernels.rope_attention import DEFAULT_CANDIDATE
+
+    clock = Clock(budget, dry)
+    krec, trec = Recorder(out / "kernels.csv"), Recorder(out / "train.csv")
+    dev, torch_v, triton_v, sha = env(device)
+    krec.log(f"kernel_ab | {dev} | torch {torch_v} | triton {triton_v} | git {sha} | candidates {', '.join(names)} "
+             f"(default {DEFAULT_CANDIDATE}) | budget {budget:.0f} s" + (" | DRY RUN: timings mean nothing" if dry else ""))
+    backend = "aot_eager" if dry else "inductor"
+    main_dims, sweep = (TINY, TINY_SWEEP) if dry else (PAPER, SWEEP)
+    providers = ["reference", "reference-compiled", *(f"fused-{c}" for c in names)]
+
+    # 1. attention at the paper's shape
+    case = bk.Case("attention", tuple(main_dims.items()), (("shape", bk.shape_label("attention", main_dims)),))
+    for p in providers:
+        if not clock.fits("attention-compiled" if p.endswith("compiled") else "attention"):
+            krec.note(f"kernel_ab: skipped attention {p} at {case.labels[0][1]}: {clock.left():.0f} s left")
+            continue
+        _attention(krec, case, p, device, dry, backend)
+
+    # 2. the depth-4 train step per candidate, one compiled model
+    if clock.fits("train-compile") and clock.fits("train-candidate", len(names) + 1):
+        _train(trec, names, device, dry, backend)
+    else:
+        trec.note(f"kernel_ab: skipped the train-step A/B: {clock.left():.0f} s left")
+
+    # 3. the reference-compiled step beside the candidates'
+    if clock.fits("train-reference"):
+        from fastgrok.bench.train import Provider, bench_step
+        cfg = _train_config(device, dry)
+        try:
+            trec.add(bench_step(cfg, _train_name(dry), Provider("reference-compiled", "reference", True, False),
+                                device, dry, backend))
+        except Exception as e:  # a failing reference must not lose the rows above
+            trec.note(f"kernel_ab: reference-compiled train step failed: {type(e).__name__}: {e}")
+    else:
+        trec.note(f"kernel_ab: skipped the reference-compiled train step: {clock.left():.0f} s left")
+    # 4. the T / head_dim sweep: candidates and the eager reference, with what is left
+    for x_name, x, dims in sweep:
+        c = bk.Case("attention", tuple(dims.items()), ((x_name, x),))
+        for p in ["reference", *(f"fused-{n}" for n in names)]:
+            if not clock.fits("sweep-point"):
+                krec.note(f"kernel_ab: skipped attention {p} at {x_name}={x}: {clock.left():.0f} s left")
+                continue
+            _attention(krec, c, p, device, dry, backend)
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    summary(krec.rows, trec.rows, names, main_dims)
+    for note in krec.notes + trec.notes:
+        print(f"note: {note}")
+    print(f"kernel_ab: {len(krec.rows)} kernel rows → {out / 'kernels.csv'}, {len(trec.rows)} train rows → "
+          f"{out / 'train.csv'}; {max(0.0, budget - clock.left()):.0f} s of {budget:.0f}")
+    return 0
+
+
+def _candidate(provider: str):
+    """The attention_candidate context of a `fused-<name>` provider; a null context for the references."""
+    from fastgrok.kernels.rope_attention import attention_candidate
+
+    return attention_candidate(provider.removeprefix("fused-")) if provider.startswith("fused-") else \
+        contextlib.nullcontext()
+
+
+def _attention(rec, case, provider: str, device, dry: bool, backend: str) -> None:
+    """Forward, backward and full of one provider at one shape: rows as fastgrok bench kernels writes them."""
+    import torch
+
+    from fastgrok.bench import kernels as bk
+    kind = "fused" if provider.startswith("fused-") else provider
+    try:
+        with _candidate(provider):
+            works = bk.setup("attention", case.dims, bk.implementation("attention", kind, backend), device, kind)
+            for mode, work in works.items():
+                rec.add(bk.rows_for(case, provider, mode, work, _measure(work.fn, device, dry), device))
+    except Exception as e:  # one failing candidate (a compile error, out of memory) must not end the A/B
+        rec.note(f"kernel_ab: attention {provider} {bk.shape_label('attention', case.dims)} failed: "
+                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _measure(fn, device, dry: bool):
+    """fastgrok.bench.core.measure (do_bench on CUDA); one wall-clock call after a warm-up in a dry run."""
+    from fastgrok.bench.core import Timing, measure
+
+    if not dry:
+        return measure(fn, device)
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t0
+    return Timing(dt, dt, dt)
+
+
+def _train_name(dry: bool) -> str:
+    return "toy" if dry else "paper-d4"
+
+
+def _train_config(device, dry: bool):
+    from fastgrok.bench.core import TOY
+    from fastgrok.config import Config
+
+    if dry:
+        return Config.preset("tiny", **(TOY | TINY_TRAIN), device=str(device))
+    return Config.preset("paper-d4", device=str(device))
+
+
+def _train(rec, names: list[str], device, dry: bool, backend: str) -> None:
+    """`fused-compiled-<candidate>` train-step rows (ms, steps/s, MFU %, peak MiB), one compiled model for all."""
+    import torch
+
+    from fastgrok.bench.core import Timing, row, time_windows
+    from fastgrok.envinfo import peak_flops
+    from fastgrok.kernels.rope_attention import attention_candidate
+    from fastgrok.trainer import build, train_flops_per_step, train_step
+
+    cfg = _train_config(device, dry).override(backend="fused", compile="off")
+    name = _train_name(dry)
+    try:
+        sess = build(cfg)
+        torch._dynamo.reset()
+        sess.fwd = torch.compile(sess.model, backend=backend)
+    except Exception as e:
+        rec.note(f"kernel_ab: the fused train step did not build: {type(e).__name__}: {e}")
+        return
+    warmup, windows, per_window = (1, 1, 1) if dry else (10, 5, 10)
+    flops, peak = train_flops_per_step(cfg), peak_flops(device)
+    for i, cand in enumerate([*names, names[0]]):
+        mode = "repeat" if i == len(names) else "step"
+        provider = f"fused-compiled-{cand}"
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            with attention_candidate(cand):  # the first steps of a candidate compile its Triton kernels
+                first = warmup if i or dry else warmup + 5  # the first also waits for torch.compile
+                t = Timing.of(time_windows(lambda s: train_step(sess, s), device, warmup=first, windows=windows,
+                                           per_window=per_window))
+        except Exception as e:
+            rec.note(f"kernel_ab: train step {provider} failed: {type(e).__name__}: {e}")
+            continue
+        r = lambda value, unit, scale=1.0: row("train_step", provider, mode, "config", name, value, unit,  # noqa: E731
+                                               device, scale)
+        rows = [r(t, "ms", 1e3), r(t.rate(1.0), "steps/s")]
+        if peak:
+            rows.append(r(t.rate(100 * flops / peak), "MFU %"))
+        if device.type == "cuda":
+            mib = torch.cuda.max_memory_allocated(device) / 2**20
+            rows.append(r(Timing(mib, mib, mib), "peak MiB"))
+        rec.add(rows)
+
+
+def summary(krows: list[dict], trows: list[dict], names: list[str], main_dims: dict) -> None:
+    """The medians side by side: attention at the paper's shape per provider and mode, with the speed-up over
+    today's kernel, then the train step per candidate."""
+    ms = {(r["provider"], r["mode"], r["x_name"], str(r["x"])): float(r["p50"]) for r in krows if r["unit"] == "ms"}
+    base = f"fused-{names[0]}"
+    print(f"\nattention, ms (p50); × = {base} / this")
+    points = [("shape", "paper" if main_dims == PAPER else " ".join(f"{k}{v}" for k, v in main_dims.items()))]
+    points += sorted({(k[2], k[3]) for k in ms if k[2] != "shape"})
+    provs = ["reference", "reference-compiled", *(f"fused-{n}" for n in names)]
+    print(f"{'point':14s} {'provider':26s} {'forward':>16s} {'backward':>16s} {'full':>16s}")
+    for x_name, x in points:
+        for p in provs:
+            cells = []
+            for mode in ("forward", "backward", "full"):
+                v, b = ms.get((p, mode, x_name, x)), ms.get((base, mode, x_name, x))
+                cells.append("—" if v is None else f"{v:.4g}" + (f" ({b / v:.2f}×)" if b else ""))
+            if any(c != "—" for c in cells):
+                print(f"{x_name + '=' + x:14s} {p:26s} {cells[0]:>16s} {cells[1]:>16s} {cells[2]:>16s}")
+    steps = [(r["provider"], r["mode"], float(r["p50"])) for r in trows if r["unit"] == "ms"]
+    if steps:
+        print("\ntrain step, ms (p50)")
+        for p, mode, v in steps:
+            print(f"  {p:34s} {mode:7s} {v:.4g}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

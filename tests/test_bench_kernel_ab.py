@@ -1,0 +1,78 @@
+"""benchmarks/kernel_ab.py, the GPU A/B of the attention candidates, rehearsed on the CPU (`--dry-run`: tiny
+shapes, Triton's interpreter, aot_eager), so the GPU call can fail only on the GPU. Rows go to tmp_path;
+nothing here asserts a speed."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastgrok.bench.core import FIELDS, read_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "kernel_ab.py"
+
+
+def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_dry_run_writes_every_row(tmp_path):
+    """The whole flow at tiny size: attention per provider and mode at the main shape and the sweep, the
+    train step per candidate (the first again as `repeat`) and the reference-compiled step."""
+    p = _run("--dry-run", "--out", str(tmp_path), "--candidates", "split-w4")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "failed" not in p.stdout, p.stdout[-2000:]
+    kernels = read_rows(tmp_path / "kernels.csv")
+    assert kernels and set(kernels[0]) == set(FIELDS)
+    got = {(r["provider"], r["mode"], r["x_name"]) for r in kernels if r["unit"] == "ms"}
+    for provider in ("reference", "fused-split-w4"):
+        for mode in ("forward", "backward", "full"):
+            assert {(provider, mode, "shape"), (provider, mode, "T")} <= got
+    assert ("reference-compiled", "backward", "shape") in got
+    assert {r["unit"] for r in kernels} == {"ms", "GB/s", "TFLOP/s"}
+    train = {(r["provider"], r["mode"]) for r in read_rows(tmp_path / "train.csv") if r["unit"] == "ms"}
+    assert train == {("fused-compiled-split-w4", "step"), ("fused-compiled-split-w4", "repeat"),
+                     ("reference-compiled", "step")}
+    assert "train step, ms (p50)" in p.stdout  # the summary ends the output
+
+
+def test_budget_skips_what_does_not_fit(tmp_path):
+    p = _run("--dry-run", "--out", str(tmp_path), "--budget", "0.001")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "skipped the train-step A/B" in p.stdout and "skipped the reference-compiled train step" in p.stdout
+    assert not read_rows(tmp_path / "train.csv")
+
+
+def _main(monkeypatch, *args: str) -> int:
+    """The script's main() in this process (its --dry-run sets TRITON_INTERPRET: restored afterwards)."""
+    import importlib.util
+
+    monkeypatch.setenv("TRITON_INTERPRET", os.environ.get("TRITON_INTERPRET", "0"))
+    spec = importlib.util.spec_from_file_location("kernel_ab", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return module.main(list(args))
+    except SystemExit as e:  # argparse's errors
+        return e.code
+
+
+@pytest.mark.parametrize("args,field", [(("--budget", "-3"), "--budget"), (("--budget", "x"), "--budget"),
+                                        (("--budget", "nan"), "--budget"),
+                                        (("--candidates", "v2,nope"), "--candidates")])
+def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, field):
+    assert _main(monkeypatch, "--dry-run", "--out", str(tmp_path), *args) == 2
+    err = capsys.readouterr().err
+    assert field in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_unwritable_out(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert _main(monkeypatch, "--dry-run", "--out", str(blocker / "sub")) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and len(err.strip().splitlines()) == 1
