@@ -153,11 +153,14 @@ def _add_export_parser(sub: Any) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .config import FIELD_SECTION, _coerce
-    from .export import export
     from typing import get_type_hints
+    if args.format == "safetensors":
+        from .export import export
+    else:
+        from .interop import export_transformer_lens as export
     given = {n: _coerce(n, getattr(args, n), get_type_hints(SECTIONS[FIELD_SECTION[n]])[n]) for n in ANALYZE_FIELDS
              if getattr(args, n) is not None}
-    files = export(args.source, args.format, args.out, args.checkpoint, given)
+    files = export(args.source, args.out, args.checkpoint, given)
     print(f"exported {args.source} ({args.format}) → {files[0].parent}: {', '.join(f.name for f in files)}")
     return 0
 

@@ -8,7 +8,8 @@ An export folder holds
     tasks.json          the task set: pre-training and o.o.d. task vectors, train and test input points
     export.json         where it came from: source, checkpoint file, step, fastgrok version, format
 `load_exported(DIR)` builds the GPT back from the first two with config.py, model.py and safetensors alone
-(no trainer, no pickle). `--format transformer-lens` writes a TransformerLens model instead (interop.py).
+(no trainer, no pickle). `--format transformer-lens` writes a TransformerLens model instead
+(interop.export_transformer_lens).
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from . import runfolder
 from .checkpoint import CheckpointError, atomic_write_text, clean_state_dict, load_file
 from .config import Config
 
-FORMATS = ("safetensors", "transformer-lens")
 CHECKPOINTS = ("best", "last")
 WEIGHTS, TASKS, EXPORT = "model.safetensors", "tasks.json", "export.json"
 _CKPT_FILE = {"best": runfolder.BEST, "last": runfolder.LAST}
@@ -138,25 +138,23 @@ def write_safetensors(loaded: Loaded, out: Path) -> list[Path]:
     return [out / WEIGHTS, out / runfolder.CONFIG, out / TASKS, out / EXPORT]
 
 
-def export(source: str | Path, fmt: str = "safetensors", out: str | Path | None = None,
-           checkpoint: str | None = None, fields: dict[str, Any] | None = None) -> list[Path]:
-    """Export a run folder or a paper checkpoint; returns the files written (default folder: RUN/export/ or
-    RUN/tl/, CKPT.export/ beside a checkpoint file)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if fmt == "transformer-lens":
-        from .interop import check_available
-        check_available()  # before the model is loaded
-    else:
-        need("safetensors.torch", "safetensors")
+def output_folder(source: str | Path, fmt: str, out: str | Path | None, checkpoint: str | None,
+                  fields: dict[str, Any] | None) -> tuple[Loaded, Path]:
+    """The model to export and the folder to write (default: RUN/export/ or RUN/tl/, CKPT.export/ or CKPT.tl/
+    beside a checkpoint file)."""
     loaded = open_model(source, checkpoint, fields)
     folder = _out_dir(loaded, out, fmt)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {str(folder)!r} is a file, not a folder")
-    if fmt == "safetensors":
-        return write_safetensors(loaded, folder)
-    from .interop import write_transformer_lens
-    return write_transformer_lens(loaded, folder)
+    return loaded, folder
+
+
+def export(source: str | Path, out: str | Path | None = None, checkpoint: str | None = None,
+           fields: dict[str, Any] | None = None) -> list[Path]:
+    """Export a run folder or a paper checkpoint as safetensors; returns the files written.
+    (`--format transformer-lens` is fastgrok.interop.export_transformer_lens.)"""
+    need("safetensors.torch", "safetensors")  # before the model is loaded
+    return write_safetensors(*output_folder(source, "safetensors", out, checkpoint, fields))
 
 
 def exported_config(folder: str | Path) -> Config:
