@@ -36,7 +36,7 @@ __all__ = list(_EXPORTS)
 # (`fastgrok.train` is the function above; its module is `fastgrok.trainer`.)
 _SUBMODULES = ("config", "tasks", "data", "model", "trainer", "runfolder", "distributed", "sweep", "ops", "backends",
                "metrics", "checkpoint", "paper", "sets", "memory", "envinfo", "bench", "analysis",
-               "export", "interop")
+               "export", "interop", "tracking")
 
 
 def __getattr__(name: str):
