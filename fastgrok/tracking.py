@@ -177,6 +177,8 @@ class WandB:
 
     def close(self, ok: bool) -> None:
         self.run.finish(exit_code=0 if ok else 1)
+        if self.wandb.run is None:  # no other run of this process: stop W&B's service, which flushes the run file
+            self.wandb.teardown()
 
 
 class Trackers:
