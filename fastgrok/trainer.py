@@ -298,7 +298,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
         return result
     except BaseException as e:
         if loop is not None:
-            loop.trackers.close(ok=False)
+            with contextlib.suppress(Exception):  # a tracker's own failure must not hide this error
+                loop.trackers.close(ok=False)
         started = loop is not None and loop.started
         if not started and run is not None and run.created:
             run.discard()
