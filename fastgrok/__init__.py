@@ -29,12 +29,14 @@ _EXPORTS = {
     "Tasks": "tasks", "make_tasks": "tasks", "SPLITS": "data", "eval_batch": "data", "generate_batch": "data",
     "sample_batch": "data", "split_source": "data", "GPT": "model", "train": "trainer", "TrainResult": "trainer",
     "load_reference_checkpoint": "checkpoint", "save_reference_checkpoint": "checkpoint",
+    "load_exported": "export",
 }
 __all__ = list(_EXPORTS)
 # The public submodules, imported on first access too: `import fastgrok; fastgrok.sweep.open_sweep(...)`.
 # (`fastgrok.train` is the function above; its module is `fastgrok.trainer`.)
 _SUBMODULES = ("config", "tasks", "data", "model", "trainer", "runfolder", "distributed", "sweep", "ops", "backends",
-               "metrics", "checkpoint", "paper", "sets", "memory", "envinfo", "bench", "analysis")
+               "metrics", "checkpoint", "paper", "sets", "memory", "envinfo", "bench", "analysis",
+               "export", "interop", "tracking")
 
 
 def __getattr__(name: str):

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("path", metavar="SWEEP_DIR|RUN_DIR")
     pl.add_argument("--out", default=None, metavar="DIR", help="where the PNGs go (default: the folder itself)")
     _add_analyze_parser(sub)
+    _add_export_parser(sub)
     from .bench.flags import SUITE_NAMES, add_arguments as add_bench_arguments
     add_bench_arguments(sub.add_parser("bench", help=f"run benchmarks ({', '.join(SUITE_NAMES)}, …; rows appended "
                                        "to bench_results/) or render bench_results/README.md"))
@@ -132,6 +133,35 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     index = analyze(subject, opts, args.out, log=log)
     out = args.out or subject.out_dir
     log(f"{len(index['analyses'])} analyses in {sum(a['seconds'] for a in index['analyses'].values()):.1f} s → {out}")
+    return 0
+
+
+def _add_export_parser(sub: Any) -> None:
+    e = sub.add_parser("export", help="write a run's (or a paper checkpoint's) model as safetensors or a "
+                       "TransformerLens model, with its config and task set",
+                       description="SOURCE is a run folder (its best.pt, else last.pt) or a checkpoint in the paper's "
+                       "format. Writes to SOURCE/export/ (safetensors) or SOURCE/tl/ (transformer-lens), or --out.")
+    e.add_argument("source", metavar="RUN_DIR|CHECKPOINT")
+    e.add_argument("--format", default="safetensors", choices=("safetensors", "transformer-lens"))
+    e.add_argument("--out", default=None, metavar="DIR", help="the folder to write")
+    e.add_argument("--checkpoint", default=None, choices=("best", "last"), help="run folder: best.pt (default, "
+                   "else last.pt) or last.pt")
+    group = e.add_argument_group("a paper-format checkpoint's task fields (over what its name says)")
+    for name in ANALYZE_FIELDS:
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar=name.upper())
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .config import FIELD_SECTION, _coerce
+    from typing import get_type_hints
+    if args.format == "safetensors":
+        from .export import export
+    else:
+        from .interop import export_transformer_lens as export
+    given = {n: _coerce(n, getattr(args, n), get_type_hints(SECTIONS[FIELD_SECTION[n]])[n]) for n in ANALYZE_FIELDS
+             if getattr(args, n) is not None}
+    files = export(args.source, args.out, args.checkpoint, given)
+    print(f"exported {args.source} ({args.format}) → {files[0].parent}: {', '.join(f.name for f in files)}")
     return 0
 
 
@@ -329,9 +359,9 @@ def _main(args: argparse.Namespace) -> int:
         if args.command == "bench":
             from .bench.cli import main as bench_main
             return bench_main(args)
-        if args.command in ("sweep", "plot", "analyze"):
+        if args.command in ("sweep", "plot", "analyze", "export"):
             try:
-                cmd = {"sweep": _cmd_sweep, "plot": _cmd_plot, "analyze": _cmd_analyze}[args.command]
+                cmd = {"sweep": _cmd_sweep, "plot": _cmd_plot, "analyze": _cmd_analyze, "export": _cmd_export}[args.command]
                 return cmd(args)
             except OSError as e:  # a folder that cannot be made or read: a user error, named
                 where = e.filename or getattr(args, "sweep_dir", None) or getattr(args, "path", None) or args.source

@@ -18,6 +18,7 @@ SELECTIONS = ("parallelogram", "random")
 SAMPLINGS = ("iid", "distinct", "paper")
 MLPS = ("relu", "gelu", "swiglu")
 BACKENDS = ("reference", "fused")
+TRACKERS = ("tensorboard", "wandb")      # experiment trackers of the `log` field (fastgrok/tracking.py)
 DEVICES_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 DEFAULT_PRESET = "quick"                 # what `fastgrok train` or `sweep` alone, or a TOML without `preset`, starts from
 MAX_SEED = 2**60                         # seeds key Philox streams: seed·8 + stream must fit 63 bits
@@ -205,6 +206,7 @@ class TrainConfig:
     compile: str = "auto"                # 'auto' → on for CUDA, off for CPU; 'on' | 'off'
     out_dir: str = "runs"                # runs are written to out_dir/run_name
     run_name: str = ""                   # '' → derived from the config and the time
+    log: str = ""                        # experiment trackers, comma-separated: "tensorboard", "wandb" ('' → none)
 
     def __post_init__(self) -> None:
         _finite(self)
@@ -233,6 +235,20 @@ class TrainConfig:
             raise ValueError(f"run_name={name!r} must be one folder name inside out_dir (no '/', '\\', '.' or '..')")
         if not self.out_dir or "\0" in self.out_dir:
             raise ValueError(f"out_dir={self.out_dir!r} must name a folder")
+        self._resolve_log()
+
+    def _resolve_log(self) -> None:
+        """'wandb, tensorboard' → 'wandb,tensorboard': known trackers, each once."""
+        if not isinstance(self.log, str):
+            raise TypeError(f"log={self.log!r} must be a string: comma-separated trackers of {', '.join(TRACKERS)}")
+        names = [t.strip().lower() for t in self.log.split(",") if t.strip()]
+        for name in names:
+            if name not in TRACKERS:
+                raise ValueError(f"log={self.log!r}: {name!r} is not a tracker; use {', '.join(TRACKERS)} "
+                                 "(comma-separated, or '' for none)")
+        if len(set(names)) < len(names):
+            raise ValueError(f"log={self.log!r} names a tracker twice")
+        object.__setattr__(self, "log", ",".join(names))
 
 
 SECTIONS: dict[str, type] = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}

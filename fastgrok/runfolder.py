@@ -7,6 +7,7 @@ Files:
     last.pt          model, optimizer, step, best, pending interval losses; replaced atomically
     best.pt          the best o.o.d.-test model, replaced atomically
     summary.json     written when the run finishes
+    tensorboard/, wandb/, tracking.json   the experiment trackers' files (log = ...; fastgrok/tracking.py)
     .lock            the pid of the process that owns the folder (an advisory fcntl.flock)
 
 The write protocol that makes a resume exact (trainer.py follows it):
@@ -60,6 +61,7 @@ except ImportError:  # pragma: no cover  (not POSIX: folders are not locked)
 
 CONFIG, METRICS, LAST, BEST, SUMMARY, LOCK = "config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", ".lock"
 ENV = "env.json"
+TENSORBOARD, WANDB, TRACKING = "tensorboard", "wandb", "tracking.json"  # written by fastgrok/tracking.py
 
 
 def env_file(resumed_at: int | None = None) -> str:

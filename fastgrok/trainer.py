@@ -16,7 +16,7 @@ from typing import Any, Callable, ContextManager, Iterator
 import torch
 from torch import Tensor
 
-from . import distributed, runfolder
+from . import distributed, runfolder, tracking
 from .backends import check_runnable, resolve_ops
 from .checkpoint import CheckpointError
 from .config import DEFAULT_PRESET, Config, nearest_preset
@@ -247,7 +247,8 @@ def _fmt_rate(x: float) -> str:
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_at: int | None = None,
           quiet: bool = False, on_eval: Callable[[dict[str, Any], Session], None] | None = None,
           on_step: Callable[[int, Tensor, Session], None] | None = None,
-          stop_when: Callable[[list[dict[str, Any]]], bool] | None = None) -> TrainResult:
+          stop_when: Callable[[list[dict[str, Any]]], bool] | None = None,
+          track: dict[str, Any] | None = None) -> TrainResult:
     """Train (or resume) a run; returns its evaluation history, summary and folder.
 
     `stop_at` ends this call after that optimiser step (with a checkpoint), as a crash would, so the
@@ -263,6 +264,8 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     prints; the other ranks get the config, checkpoint and history from it. The hooks run on every rank
     (`session.dist.is_main` tells rank 0); `stop_when` is asked on rank 0, whose answer every rank follows.
     Ctrl-C ends every rank at once, keeping the last checkpoint.
+    `cfg.log` names experiment trackers (fastgrok/tracking.py; rank 0 logs); `track` adds their context: a
+    sweep's {"group": sweep name, "point": {field: value}}.
     """
     _check_train_args(cfg, resume, stop_at)
     dist = distributed.current()  # DDP: torchrun's rank and world size (one process: SINGLE)
@@ -291,6 +294,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
                 raise ValueError(f"stop_at={stop_at} is not after the checkpoint's step {start}")
             if start >= cfg.train.steps:
                 raise ValueError(f"the run in {run.path} already finished ({start}/{cfg.train.steps} steps)")
+        tracking.check(cfg)  # a tracker's missing package: one line, before anything is built
         sess = build(cfg, dist)
         if ckpt is not None:
             try:
@@ -308,11 +312,16 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
             if run is None:
                 run = _RankRun(path, cfg, created=True, stale_removed=stale)
 
-        loop = _Loop(sess, run, ckpt, start, stop_at, quiet, t0, _Hooks(on_eval, on_step, stop_when))
+        loop = _Loop(sess, run, ckpt, start, stop_at, quiet, t0, _Hooks(on_eval, on_step, stop_when), track)
         loop.announce()
         loop.run_steps()
-        return loop.finish()
+        result = loop.finish()
+        loop.trackers.close(ok=True)
+        return result
     except BaseException as e:
+        if loop is not None:
+            with contextlib.suppress(Exception):  # a tracker's own failure must not hide this error
+                loop.trackers.close(ok=False)
         started = loop is not None and loop.started
         if not started and run is not None and run.created:
             run.discard()
@@ -394,7 +403,8 @@ class _Loop:
     checkpoints, Ctrl-C, and the summary. Each method keeps one of those; `run` strings them together."""
 
     def __init__(self, sess: Session, run: RunFolder | _RankRun, ckpt: dict[str, Any] | None, start: int,
-                 stop_at: int | None, quiet: bool, t0: float, hooks: _Hooks) -> None:
+                 stop_at: int | None, quiet: bool, t0: float, hooks: _Hooks,
+                 track: dict[str, Any] | None = None) -> None:
         self.sess, self.run, self.cfg, self.dist, self.hooks = sess, run, sess.cfg, sess.dist, hooks
         self.quiet, self.ckpt, self.start = quiet, ckpt, start
         self.best = dict(ckpt.get("best", {})) if ckpt is not None else {}
@@ -421,6 +431,8 @@ class _Loop:
         self.stopped_early = self.started = False
         self.interrupts = _Interrupts()
         self.agreed_stop = False  # DDP: every rank stops after the same step (torchrun passes Ctrl-C to each)
+        self.track, self.trackers = track, tracking.Trackers([])
+        self.t_eval, self.s_eval = self.loop_t0, start  # the previous evaluation: steps/s between evaluations
 
     def _prepare(self) -> list[dict[str, Any]]:
         """Rank 0: env.json (env-resume-STEP.json on resume), and the history up to the checkpoint."""
@@ -500,10 +512,21 @@ class _Loop:
             self.hooks.on_eval(rec, sess)
         self.interval_losses.clear()
         self.checkpoint(at)
+        self.trackers.log(rec, self.perf(at))  # after the checkpoint: a resume never runs a logged step again
         s = rec["sets"]
         self.rep.line(f"step {at} | loss {rec['train_loss']:.4f} | train {s['train']['acc']:.3f} | "
                       f"id {s['id_test']['acc']:.3f} | ood {s['ood_test']['acc']:.3f}"
                       + (f" | {self.info.split(' | ', 1)[1]}" if self.info else ""))
+
+    def perf(self, at: int) -> dict[str, float | None]:
+        """Speed since the previous evaluation (that evaluation included) and peak memory, for the trackers."""
+        now = time.perf_counter()
+        dt, ds = now - self.t_eval, at - self.s_eval
+        self.t_eval, self.s_eval = now, at
+        rate = ds / dt if ds > 0 and dt > 0 else None
+        return {"steps_per_s": rate, "tokens_per_s": rate * self.tokens_per_step if rate else None,
+                "mfu": self.flops * rate / self.peak if rate and self.peak else None,
+                "peak_mem_gib": tracking.peak_memory_gib(self.sess.device)}
 
     def checkpoint(self, at: int) -> None:
         """last.pt: the state after `at` whole steps, all that --resume needs."""
@@ -544,6 +567,9 @@ class _Loop:
         main_thread = threading.current_thread() is threading.main_thread()
         old_handler = signal.signal(signal.SIGINT, self.interrupts.handler) if main_thread else None
         self.started = True  # from here on the folder is a run (resumable, from step 0 at least)
+        if self.dist.is_main and self.cfg.train.log:  # DDP: rank 0 logs
+            self.trackers = tracking.start(self.cfg, self.run.path, self.start, self.track, say=self.rep.line)
+            self.t_eval = time.perf_counter()  # the trackers' start-up is not training time
         try:
             if (self.ckpt is not None and _is_eval_step(self.start, cfg)
                     and not any(r["step"] == self.start for r in self.history)):
@@ -575,6 +601,7 @@ class _Loop:
         summary = self.summary()
         if self.step == self.cfg.train.steps or self.stopped_early:
             self.run.write_json(runfolder.SUMMARY, summary)
+            self.trackers.finish(summary)
         if not self.quiet:
             print_summary(summary)
         return TrainResult(run_dir=self.run.path, history=self.history, summary=summary, losses=self.losses)

@@ -84,10 +84,11 @@ def _attempt(root: Path, sweep: Any, name: str, status: str, attempt: dict[str, 
         from ..trainer import train  # torch and the model: only in a worker that trains
         attempt["train_called"] = time.time()
         attempt["cpu_before_train_s"] = round(time.process_time(), 3)  # this worker's imports and set-up
+        track = {"group": sweep.root.name, "point": sweep.point_of(name)}  # a tracker's group: the sweep (#31)
         if status in runfolder.RESUMABLE:  # train() owns the folder (its lock) and resumes it
-            result = train(resume=run, quiet=quiet, stop_when=stop_when)
+            result = train(resume=run, quiet=quiet, stop_when=stop_when, track=track)
         else:
-            result = train(sweep.config(sweep.point_of(name)), quiet=quiet, stop_when=stop_when)
+            result = train(sweep.config(sweep.point_of(name)), quiet=quiet, stop_when=stop_when, track=track)
         s = result.summary
         attempt.update(end=time.time(), status=runfolder.SETTLED if s.get("stopped_early") else runfolder.DONE,
                        steps=s["steps"], startup_s=s["startup_s"], wall_s=s["wall_s"])
