@@ -87,6 +87,14 @@ def _add_analyze_parser(sub: Any) -> None:
     a.add_argument("--out", default=None, metavar="DIR", help="where the files go (default: RUN_DIR/analysis/)")
     a.add_argument("--seed", type=int, default=0, help="draw of the fixed context and of the label noise")
     a.add_argument("--noise-seqs", type=int, default=4096, metavar="N", help="label noise: sequences per set")
+    a.add_argument("--context", default=None, metavar="X,Y;X,Y;…", help="the fixed context's inputs (their z from "
+                   "--task), instead of a draw; K = their number")
+    a.add_argument("--draw", default="fastgrok", choices=("fastgrok", "paper"), help="the context's inputs: distinct "
+                   "train inputs drawn by --seed (fastgrok), or the paper's Figure 5 draw (random.seed(1) over all p² "
+                   "inputs, the same for every task)")
+    a.add_argument("--all-tasks", action="store_true", help="grid: every i.d. and o.o.d. task, the same inputs")
+    a.add_argument("--vocab", default="numbers", choices=("numbers", "full"), help="grid: argmax over the p number "
+                   "tokens as the paper (default) or over the whole vocabulary")
     a.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda, cuda:1")
     a.add_argument("--no-figures", action="store_true", help="the numbers (JSON) alone")
     a.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -105,6 +113,14 @@ def _parse_ints(text: str, flag: str, n: int) -> tuple[int, ...]:
     return values
 
 
+def _parse_context(text: str) -> tuple[tuple[int, int], ...]:
+    """--context "x,y;x,y;…" as (x, y) pairs, or ValueError naming the flag."""
+    pairs = [t.strip() for t in text.split(";") if t.strip()]
+    if not pairs:
+        raise ValueError(f"--context {text!r}: expected x,y pairs separated by ';', e.g. 1,2;3,4")
+    return tuple(_parse_ints(t, "--context", 2) for t in pairs)  # type: ignore[misc]
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import Options, analyze, open_source
     from .config import FIELD_SECTION, SECTIONS, _coerce
@@ -119,7 +135,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         raise ValueError("--what is empty: name analyses, comma-separated")
     opts = Options(what=what, task=_parse_ints(args.task, "--task", 2) if args.task is not None else None,
                    shots=args.shots, layer=args.layer, head=args.head, seed=args.seed, noise_seqs=args.noise_seqs,
-                   figures=not args.no_figures)
+                   figures=not args.no_figures, draw=args.draw, all_tasks=args.all_tasks, vocab=args.vocab,
+                   context=_parse_context(args.context) if args.context is not None else None)
     subject = open_source(args.source, checkpoint=args.checkpoint, device=args.device, fields=fields_given)
     log = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))
     step = f" at step {subject.step}" if subject.step is not None else ""

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from fastgrok import GPT, Config, save_reference_checkpoint, train
-from fastgrok.analysis import (ANALYSES, Options, analyze, attention_maps, cosine_matrix, discrete_logs,
-                               head_features, kshot_grid, modular_regression, open_source, pca, primitive_root,
-                               ratio_matching, trace)
+from fastgrok.analysis import (ANALYSES, STRATA, Options, analyze, attention_maps, cosine_matrix, decompose,
+                               discrete_logs, grid_logits, head_features, kshot_grid, modular_regression, open_source,
+                               pca, primitive_root, ratio_matching, scaled_example_answers, strata, trace)
 from fastgrok.backends import resolve_ops
 from fastgrok.cli import main
 
@@ -55,6 +55,107 @@ def test_ratio_matching_and_modular_regression_match_brute_force(p):
     for ex in _contexts(p, rng):
         np.testing.assert_array_equal(ratio_matching(ex, p), _brute_ratio(ex, p), err_msg=str(ex.tolist()))
         np.testing.assert_array_equal(modular_regression(ex, p), _brute_span(ex, p), err_msg=str(ex.tolist()))
+
+
+def _brute_strata(ex, p):
+    """Each query's stratum by enumeration, independently of algorithms.strata: in context, else a multiple
+    c·v_i, else ±v_i ± v_j (i ≠ j), else c_i·v_i + c_j·v_j for some pair, else outside."""
+    pts = [(int(x), int(y)) for x, y, _ in ex]
+    out = np.zeros((p, p), np.int64)
+    for q in itertools.product(range(p), repeat=2):
+        if q in pts:
+            s = "in_context"
+        elif q == (0, 0) or any(q == (c * x % p, c * y % p) for x, y in pts for c in range(p)):
+            s = "ratio"
+        elif any(q == ((si * x1 + sj * x2) % p, (si * y1 + sj * y2) % p) for i, (x1, y1) in enumerate(pts)
+                 for j, (x2, y2) in enumerate(pts) if i != j for si in (1, -1) for sj in (1, -1)):
+            s = "combination_simple"
+        elif any(q == ((ci * x1 + cj * x2) % p, (ci * y1 + cj * y2) % p) for i, (x1, y1) in enumerate(pts)
+                 for (x2, y2) in pts[i + 1:] for ci in range(p) for cj in range(p)):
+            s = "combination_general"
+        else:
+            s = "outside_span"
+        out[q] = STRATA.index(s)
+    return out
+
+
+@pytest.mark.parametrize("p", [5, 7, 11, 29])
+def test_strata_match_brute_force_and_partition_the_plane(p):
+    rng = np.random.default_rng(100 + p)
+    contexts = [c for c in _contexts(p, rng) if len(c)] + [np.c_[rng.integers(0, p, (9, 2)), np.zeros(9, np.int64)]]
+    seen = set()
+    for ex in contexts:
+        st = strata(ex, p)
+        np.testing.assert_array_equal(st, _brute_strata(ex, p), err_msg=str(ex.tolist()))
+        seen |= set(np.unique(st).tolist())
+        preds = np.zeros((len(ex), p, p), np.int64)
+        rows = decompose(preds, ex, (1, 2), p)["rows"]
+        for k in range(len(ex)):  # the strata partition Z_p²; "combination" is the two combination strata
+            assert sum(rows[n]["n"][k] for n in STRATA) == p * p
+            assert rows["combination"]["n"][k] == rows["combination_simple"]["n"][k] + rows["combination_general"]["n"][k]
+        assert rows["combination"]["n"][0] == 0  # one example combines with nothing
+    assert seen == set(range(len(STRATA)))  # every stratum occurs among these contexts: the check covers each
+
+
+def _planted_preds(ex, task, p, rng, solves=("in_context", "ratio")):
+    """A planted model: the right z on the strata it solves, a uniform guess elsewhere."""
+    g = np.arange(p)
+    want = (task[0] * g[:, None] + task[1] * g[None, :]) % p
+    out = []
+    for k in range(1, len(ex) + 1):
+        ok = np.isin(strata(ex[:k], p), [STRATA.index(s) for s in solves])
+        out.append(np.where(ok, want, rng.integers(0, p, (p, p))))
+    return np.stack(out)
+
+
+def test_a_ratio_matcher_shows_combination_at_chance_and_a_regressor_does_not():
+    p, task = 29, (3, 7)
+    rng = np.random.default_rng(0)
+    pts = rng.permutation(p * p)[:12]
+    ex = np.c_[pts // p, pts % p, (task[0] * (pts // p) + task[1] * (pts % p)) % p]
+    rm = decompose(_planted_preds(ex, task, p, rng), ex, task, p)["rows"]
+    assert rm["ratio"]["acc"].tolist() == [1.0] * 12 and rm["in_context"]["acc"].tolist() == [1.0] * 12
+    comb = rm["combination"]
+    n, right = np.sum(comb["n"][1:]), np.sum(comb["right"][1:])
+    assert n > 5000  # k = 2 … 12: most of the 841 queries each
+    # a uniform guess is right with probability 1/p: binomial, 4 standard deviations (a 1-in-16,000 miss)
+    assert abs(right / n - 1 / p) < 4 * np.sqrt((1 / p) * (1 - 1 / p) / n), (right, n)
+    for k in range(1, 12):  # and per k, the Wilson interval of the stratum is about chance, far below 1
+        assert comb["hi"][k] < 0.15
+    mr = decompose(_planted_preds(ex, task, p, rng, solves=STRATA[:4]), ex, task, p)["rows"]
+    assert all(a == 1.0 for a in mr["combination"]["acc"][1:]) and all(lo > 0.9 for lo in mr["combination"]["lo"][1:])
+    assert np.isnan(mr["combination"]["acc"][0])  # k = 1: no combination query exists
+    # what a wrong answer is: the planted guesses hit a scaled example's answer at the chance rate
+    w = rm["combination"]
+    wrong = np.sum(w["n"][1:]) - np.sum(w["right"][1:])
+    hits, chance = np.sum(w["wrong_scaled"][1:]), np.sum(w["wrong_scaled_chance"][1:])
+    assert 0 < chance < wrong and abs(hits - chance) < 4 * np.sqrt(chance), (hits, chance, wrong)
+
+
+def test_scaled_example_answers_brute_force():
+    p = 7
+    ex = np.array([[1, 3, 5], [0, 2, 4], [3, 0, 1], [0, 0, 0]])
+    hit = scaled_example_answers(ex, p)
+    for x, y in itertools.product(range(p), repeat=2):
+        want = set()
+        for xi, yi, zi in ex:
+            want |= {c * zi % p for c in range(p) if xi and c * xi % p == x}
+            want |= {c * zi % p for c in range(p) if yi and c * yi % p == y}
+        assert set(np.flatnonzero(hit[x, y]).tolist()) == want, (x, y)
+
+
+def test_paper_draw_is_the_scripts_random_seed_1():
+    import random
+    from fastgrok.analysis.report import paper_ids
+    random.seed(1)
+    want = [random.randint(0, 29 * 29 - 1) for _ in range(28)]  # k-shot_inference_grid.py, p = 29
+    random.seed(12345)
+    state = random.getstate()
+    assert paper_ids(29, 28) == want and len(set(want)) == 28
+    assert random.getstate() == state  # the caller's random stream untouched
+    # the 29th draw repeats an earlier id: the script's assert stops there, so does the draw (in one line)
+    with pytest.raises(ValueError, match=r"repeats input \(28, 9\) at shot 29.*--shots 28"):
+        paper_ids(29, 31)
 
 
 def test_what_each_algorithm_covers():
@@ -137,9 +238,13 @@ def test_kshot_grid_equals_plain_forward_passes(backend, dtype, p, k):
     rng = np.random.default_rng(1)
     pts = np.r_[rng.integers(0, p, (k - 2, 2)), [[0, 0]], rng.integers(0, p, (1, 2))]  # (0, 0) among them
     ex = np.c_[pts, (3 * pts[:, 0] + 4 * pts[:, 1]) % p]
-    grid = kshot_grid(model, task, ex, p)
+    grid = kshot_grid(model, task, ex, p, vocab="full")
     full, logits = _full_grid(model, task, ex, p)
     np.testing.assert_array_equal(grid, full)
+    preds, lg = grid_logits(model, ex, p)  # the default: argmax over the p number tokens, as the paper
+    want_lg = torch.stack(logits)[..., :p].view(k, p, p, p)
+    np.testing.assert_allclose(lg, want_lg.float().numpy(), atol=1e-4 if dtype == torch.float32 else 1e-9, rtol=1e-4)
+    np.testing.assert_array_equal(preds, want_lg.argmax(-1).numpy())
     assert 0.02 < grid.mean() < 0.98  # not a constant answer: the comparison means something
     tr = trace(model, torch.as_tensor(np.tile(ex.reshape(-1), (2, 1))))
     torch.testing.assert_close(tr.logits, model(torch.as_tensor(np.tile(ex.reshape(-1), (2, 1)))),
@@ -201,10 +306,16 @@ def test_analyze_a_run_writes_every_figure_and_its_numbers(trained_run, tmp_path
     assert K == 5 and np.array(grid["model"]).shape == (K, 5, 5)
     assert grid["task_kind"] == "ood" and len(grid["context"]) == K
     ctx = np.array(grid["context"])
-    np.testing.assert_array_equal(np.array(grid["modular_regression"][1]), modular_regression(ctx[:2], 5))
-    for key in ("model_acc", "rm_coverage", "mr_coverage", "rm_explains", "mr_explains"):
-        assert len(grid[key]) == K and all(0 <= v <= 1 for v in grid[key])
-    assert all(m >= r for m, r in zip(grid["mr_coverage"], grid["rm_coverage"]))
+    np.testing.assert_array_equal(np.array(grid["strata"][1]), strata(ctx[:2], 5))
+    assert grid["vocab"] == "numbers" and "logits[:, :, :p]" in grid["argmax"]
+    model_ok = np.array(grid["model"])
+    for k in range(K):  # the rows add up to the grid they come from
+        assert sum(grid["rows"][n]["n"][k] for n in STRATA) == 25
+        assert sum(grid["rows"][n]["right"][k] for n in STRATA) == model_ok[k].sum()
+        assert grid["model_acc"][k] == pytest.approx(model_ok[k].mean())
+    with np.load(out / "grid.npz") as z:
+        assert z["logits"].shape == (K, 5, 5, 5) and np.array_equal(z["preds"], np.array(grid["preds"]))
+        assert np.array_equal(z["logits"].argmax(-1), z["preds"])
     att = np.array(json.loads((out / "attention.json").read_text())["attention"])
     assert att.shape == (1, 2, 17, 17) and np.allclose(att.sum(-1), 1, atol=1e-3)
     emb = json.loads((out / "embedding.json").read_text())
@@ -216,6 +327,44 @@ def test_analyze_a_run_writes_every_figure_and_its_numbers(trained_run, tmp_path
         assert np.nanmin(acc) >= 0 and np.nanmax(acc) <= 1
     with np.load(out / "cosine.npz") as z:
         assert z["heads"].shape == (1, 2, 25, 25) and z["blocks"].shape == (1, 25, 25)
+
+
+def test_grid_context_given_paper_draw_all_tasks_and_full_vocab(trained_run, tmp_path, capsys):
+    run = str(trained_run)
+    a = tmp_path / "given"
+    assert main(["analyze", run, "--what", "grid", "--task", "1,3", "--context", "1,2; 3,4;0,0", "--no-figures",
+                 "--quiet", "--out", str(a)]) == 0
+    g = json.loads((a / "grid.json").read_text())
+    assert g["context"] == [[1, 2, 2], [3, 4, 0], [0, 0, 0]] and g["context_draw"] == "given" and g["shots"] == 3
+    assert g["rows"]["in_context"]["n"] == [1, 2, 3]  # the given points are the in-context queries, one per k
+    b = tmp_path / "paper"
+    assert main(["analyze", run, "--what", "grid", "--draw", "paper", "--no-figures", "--quiet", "--out", str(b)]) == 0
+    g = json.loads((b / "grid.json").read_text())
+    from fastgrok.analysis.report import paper_ids
+    ids = paper_ids(5, 5)
+    assert [c[:2] for c in g["context"]] == [[i // 5, i % 5] for i in ids] and g["context_draw"] == "paper"
+    c = tmp_path / "all"
+    assert main(["analyze", run, "--what", "grid", "--draw", "paper", "--all-tasks", "--vocab", "full", "--quiet",
+                 "--out", str(c)]) == 0
+    g = json.loads((c / "grid.json").read_text())
+    subject = open_source(trained_run)
+    n_id, n_ood = len(subject.tasks.pretrain), len(subject.tasks.ood)
+    at = g["all_tasks"]
+    assert g["vocab"] == "full" and len(at["per_task"]) == n_id + n_ood and at["kinds"].count("ood") == n_ood
+    for kind, n_tasks in (("id", n_id), ("ood", n_ood)):
+        pooled = at["pooled"][kind]
+        for k in range(5):
+            assert sum(pooled[n]["n"][k] for n in STRATA) == 25 * n_tasks
+    with np.load(c / "grid.npz") as z:
+        assert z["task_preds"].shape == (n_id + n_ood, 5, 5, 5) and z["task_logits"].shape[:2] == (n_id + n_ood, 5)
+        i = at["tasks"].index(g["task"])  # the grid's own task is among them, with the same answers
+        assert np.array_equal(z["task_preds"][i], z["preds"])
+    assert (c / "grid.png").stat().st_size > 1000
+    assert "outside Z_5²" in _err(capsys, ["analyze", run, "--context", "1,2;9,9"])
+    assert "expected 2 comma-separated" in _err(capsys, ["analyze", run, "--context", "1,2;3"])
+    assert "drop --shots" in _err(capsys, ["analyze", run, "--context", "1,2;3,4", "--shots", "3"])
+    assert "pass one of the two" in _err(capsys, ["analyze", run, "--context", "1,2", "--draw", "paper"])
+    assert "holds 1 … 5" in _err(capsys, ["analyze", run, "--context", "1,1;1,2;1,3;1,4;2,1;2,2"])
 
 
 def test_analyze_is_deterministic_and_redraws_from_json(trained_run, tmp_path):

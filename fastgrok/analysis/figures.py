@@ -54,50 +54,83 @@ def _pick_ks(K: int, n: int = 6) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(1, K, min(n, K))})
 
 
+STRATUM_COLORS = dict(in_context="#7f7f7f", ratio="#1f77b4", combination_simple="#2ca02c",
+                      combination_general="#9467bd", outside_span="#d9d9d9", combination="#ff7f0e")
+STRATUM_LABELS = dict(in_context="in context", ratio="ratio: c·v_i", combination_simple="±v_i ± v_j",
+                      combination_general="c_i·v_i + c_j·v_j", outside_span="outside the span",
+                      combination="combination (both)")
+
+
+def _strata_axes(ax, rows: dict[str, Any], names, chance: float, title: str, pooled: bool = False) -> None:
+    """Accuracy per stratum against k, each with its 95 % Wilson band; the chance line labelled; the legend
+    outside the axes (it never hides a curve)."""
+    for name in names:
+        r = rows[name]
+        n = np.array(r["n"])
+        acc, lo, hi = (np.where(n > 0, _a(r[key]), np.nan) for key in ("acc", "lo", "hi"))  # no band where n = 0
+        k = np.arange(1, len(acc) + 1)
+        c = STRATUM_COLORS[name]
+        ax.fill_between(k, lo, hi, color=c, alpha=0.15, lw=0)
+        label = f"{STRATUM_LABELS[name]} (n {n.min()}–{n.max()})" if n.min() != n.max() else \
+            f"{STRATUM_LABELS[name]} (n {n.min()})"
+        ax.plot(k, acc, color=c, marker="o", ms=3, lw=1.6, label=label, ls="--" if name == "combination" else "-")
+        if pooled and "task_min" in r:
+            ax.plot(k, _a(r["task_min"]), color=c, lw=0.6, alpha=0.6)
+            ax.plot(k, _a(r["task_max"]), color=c, lw=0.6, alpha=0.6)
+    ax.axhline(chance, color="k", ls=":", lw=1, label=f"chance 1/p = {chance:.3f}")
+    ax.set_xlabel("k, examples in context")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("accuracy in the stratum")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
 def draw_grid(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
     plt = pyplot()
     from matplotlib.colors import ListedColormap
-    model, rm, mr = (np.array(d[k], dtype=bool) for k in ("model", "ratio_matching", "modular_regression"))
-    K = len(model)
+    from matplotlib.patches import Patch
+    names = list(d["strata_names"])
+    model, codes = np.array(d["model"], dtype=bool), np.array(d["strata"])
+    preds = np.array(d["preds"])
+    K, p = len(model), d["p"]
     ks = _pick_ks(K)
-    fig = plt.figure(figsize=(2.0 * len(ks) + 1, 11), constrained_layout=True)
-    sub = fig.subfigures(2, 1, height_ratios=[1, 2.6])
-    ax = sub[0].subplots()
-    k = np.arange(1, K + 1)
-    for key, label, style in (("model_acc", "model right", "k-"), ("rm_coverage", "ratio matching covers", "C0--"),
-                              ("mr_coverage", "modular regression covers", "C1--"),
-                              ("rm_explains", "model's right answers RM explains", "C0-"),
-                              ("mr_explains", "model's right answers MR explains", "C1-")):
-        ax.plot(k, _a(d[key]), style, label=label, marker="o", ms=3)
-    ax.set_xlabel("k, examples in context")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("share of the p² queries")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    ax.set_title(_task_title(d), fontsize=10)
-    both = ListedColormap(["#f0f0f0", "#d62728", "#1f77b4", "#2ca02c"])  # neither, model only, alg only, both
-    rows = (("model", model, None), ("ratio matching", rm, None), ("modular regression", mr, None),
-            ("model vs RM", model, rm), ("model vs MR", model, mr))
-    axes = sub[1].subplots(len(rows), len(ks), squeeze=False)
+    pooled = d.get("all_tasks", {}).get("pooled", {})
+    plot_names = [n for n in names if n != "outside_span"] + ["combination"]
+    n_top = 1 + len(pooled)
+    fig = plt.figure(figsize=(max(2.0 * len(ks) + 1, 5.5 * n_top + 2), 4.2 + 4.6), constrained_layout=True)
+    sub = fig.subfigures(2, 1, height_ratios=[4.2, 4.6])
+    top = sub[0].subplots(1, n_top, squeeze=False)[0]
+    _strata_axes(top[0], d["rows"], plot_names, d["chance"], f"{_task_title(d)}\n{d['argmax']}")
+    for ax, (kind, rows) in zip(top[1:], pooled.items()):
+        n_tasks = sum(1 for k in d["all_tasks"]["kinds"] if k == kind)
+        _strata_axes(ax, rows, plot_names, d["chance"], f"all {n_tasks} {'pre-training' if kind == 'id' else 'o.o.d.'} "
+                     "tasks pooled (thin: the lowest and highest task)", pooled=True)
+    axes = sub[1].subplots(2, len(ks), squeeze=False)
+    cats = ListedColormap([STRATUM_COLORS[n] for n in names])
+    answer = ListedColormap(["#d73027", "#fdae61", "#1a1a1a"])  # wrong, wrong but a scaled example's answer, right
     ctx = np.array(d["context"])
+    from .algorithms import scaled_example_answers
     for c, kk in enumerate(ks):
-        for r, (name, a, b) in enumerate(rows):
+        hit = scaled_example_answers(ctx[:kk], p)
+        said = np.take_along_axis(hit, preds[kk - 1][..., None] % p, 2)[..., 0]
+        verdict = np.where(model[kk - 1], 2, np.where(said, 1, 0))
+        for r, (img, cmap, n) in enumerate(((codes[kk - 1], cats, len(names)), (verdict, answer, 3))):
             ax = axes[r, c]
-            if b is None:
-                ax.imshow(a[kk - 1].T, origin="lower", cmap="Greys", vmin=0, vmax=1.4, interpolation="nearest")
-            else:
-                ax.imshow((a[kk - 1].astype(int) + 2 * b[kk - 1].astype(int)).T, origin="lower", cmap=both,
-                          vmin=-0.5, vmax=3.5, interpolation="nearest")
-            ax.scatter(ctx[:kk, 0], ctx[:kk, 1], s=6, c="#ff7f0e", marker="s")
+            ax.imshow(img.T, origin="lower", cmap=cmap, vmin=-0.5, vmax=n - 0.5, interpolation="nearest")
+            ax.scatter(ctx[:kk, 0], ctx[:kk, 1], s=14, facecolors="none", edgecolors="#00bfff", marker="s", lw=1.2)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(f"k = {kk}", fontsize=9)
             if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    sub[1].suptitle("queries (x →, y ↑) answered right; orange: the context's points. Comparison rows — green: "
-                    "both, red: model only, blue: algorithm only", fontsize=8)
+                ax.set_ylabel(("stratum", "model's answer")[r], fontsize=8)
+    keys = [Patch(color=STRATUM_COLORS[n], label=STRATUM_LABELS[n]) for n in names] + \
+        [Patch(color=col, label=lab) for col, lab in zip(answer.colors[::-1], ("right", "wrong: a scaled example's answer",
+                                                                               "wrong, other"))]
+    sub[1].legend(handles=keys, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
+    sub[1].suptitle("queries (x →, y ↑); squares: the context's inputs", fontsize=8)
     return save_png(fig, path)
 
 

@@ -144,26 +144,44 @@ def all_queries(p: int) -> np.ndarray:
     return np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
 
 
+VOCABS = ("numbers", "full")  # argmax over the p number tokens (the paper's logits[:, :, :p]) or every token
+
+
 @torch.no_grad()
-def kshot_grid(model: torch.nn.Module, task: tuple[int, int], examples: np.ndarray, p: int) -> np.ndarray:
-    """(K, p, p) bool: correct[k−1, x, y] is whether the model, given the first k of the K examples, answers
-    the query (x, y) with (a·x + b·y) mod p (argmax over the whole vocabulary, as the trainer's accuracy).
+def grid_logits(model: torch.nn.Module, examples: np.ndarray, p: int, vocab: str = "numbers") -> tuple[np.ndarray, np.ndarray]:
+    """The model's answer at every query (x, y) ∈ Z_p² after the first k = 1 … K examples: (preds (K, p, p)
+    int64, logits (K, p, p, V') float32), V' = p for vocab="numbers" (the paper's grid scores
+    logits[:, :, :p]) or the whole vocabulary for "full" (the trainer's accuracy); preds is their argmax.
 
     The K examples' keys and values are computed once; each k then runs the p² queries as two-token rows."""
-    a, b = check_task(task, p)
+    if vocab not in VOCABS:
+        raise ValueError(f"vocab={vocab!r} is not one of {', '.join(VOCABS)}")
     ex = check_examples(examples, p)
     K = len(ex)
     if K < 1:
-        raise ValueError("kshot_grid needs at least one example")
+        raise ValueError("a k-shot grid needs at least one example")
     dev = _device(model)
     full = prefix_of(model, torch.as_tensor(ex, device=dev).reshape(-1))  # 3K tokens
     queries = torch.as_tensor(all_queries(p), device=dev)  # (p², 2)
-    want = (a * queries[:, 0] + b * queries[:, 1]) % p  # (p²,)
-    out = np.zeros((K, p, p), dtype=bool)
+    preds, logits = [], []
     for k in range(1, K + 1):
-        logits = trace(model, queries, full.upto(3 * k)).logits[:, -1]  # (p², V) at the y token
-        out[k - 1] = (logits.argmax(-1) == want).view(p, p).cpu().numpy()
-    return out
+        lg = trace(model, queries, full.upto(3 * k)).logits[:, -1]  # (p², V) at the y token
+        lg = lg[:, :p] if vocab == "numbers" else lg
+        preds.append(lg.argmax(-1).view(p, p).cpu().numpy())
+        logits.append(lg.float().view(p, p, -1).cpu().numpy())
+    return np.stack(preds).astype(np.int64), np.stack(logits)
+
+
+@torch.no_grad()
+def kshot_grid(model: torch.nn.Module, task: tuple[int, int], examples: np.ndarray, p: int,
+               vocab: str = "numbers") -> np.ndarray:
+    """(K, p, p) bool: correct[k−1, x, y] is whether the model, given the first k of the K examples, answers
+    the query (x, y) with (a·x + b·y) mod p (argmax over the p number tokens as the paper's grid, or over
+    the whole vocabulary with vocab="full", as the trainer's accuracy)."""
+    a, b = check_task(task, p)
+    preds, _ = grid_logits(model, examples, p, vocab)
+    g = np.arange(p)
+    return preds == (a * g[:, None] + b * g[None, :]) % p
 
 
 @torch.no_grad()

@@ -38,6 +38,10 @@ class Options:
     noise_seqs: int = 4096                  # label noise: sequences per set
     kshot_max_seqs: int = 20_000            # kshot: cap per set
     figures: bool = True
+    context: tuple[tuple[int, int], ...] | None = None  # the fixed context's inputs (x, y), given: --context
+    draw: str = "fastgrok"                  # else "paper": k-shot_inference_grid.py's random.seed(1) over Z_p²
+    all_tasks: bool = False                 # grid: every i.d. and o.o.d. task, the same inputs for each
+    vocab: str = "numbers"                  # grid: argmax over the p number tokens (the paper) or "full"
 
 
 def resolve(subject: Subject, opts: Options) -> tuple[str, ...]:
@@ -75,6 +79,25 @@ def check_options(subject: Subject, opts: Options) -> None:
         raise ValueError(f"half_width={opts.half_width} must lie in (0, 0.5)")
     if opts.noise_seqs < 1:
         raise ValueError(f"noise_seqs={opts.noise_seqs} must be ≥ 1")
+    if opts.draw not in DRAWS:
+        raise ValueError(f"--draw {opts.draw!r} is not one of {', '.join(DRAWS)}")
+    if opts.vocab not in probe.VOCABS:
+        raise ValueError(f"--vocab {opts.vocab!r} is not one of {', '.join(probe.VOCABS)}")
+    if opts.context is not None:
+        if cfg.task.n_var != 2:
+            raise ValueError(f"--context lists (x, y) inputs: it needs n_var = 2, this run has {cfg.task.n_var}")
+        if opts.draw != "fastgrok":
+            raise ValueError("--context gives the context's inputs; --draw paper draws them: pass one of the two")
+        if not 1 <= len(opts.context) <= S - 1:
+            raise ValueError(f"--context has {len(opts.context)} examples: the fixed context holds 1 … {S - 1} "
+                             f"(n_shots = {S}, and the query takes the last slot)")
+        if opts.shots is not None and opts.shots != len(opts.context):
+            raise ValueError(f"--shots {opts.shots} but --context lists {len(opts.context)} examples: drop --shots")
+        for x, y in opts.context:
+            if not (0 <= x < p and 0 <= y < p):
+                raise ValueError(f"--context point ({x}, {y}) is outside Z_{p}²: x and y must lie in 0 … {p - 1}")
+    if opts.draw == "paper":
+        paper_ids(p, S - 1 if opts.shots is None else opts.shots)  # a repeat: said before any compute
 
 
 def _r(x: Any, digits: int = 6) -> Any:
@@ -99,6 +122,35 @@ def task_kind(subject: Subject, task: tuple[int, int]) -> str:
     return "id" if any(tuple(int(v) for v in w) == task for w in subject.tasks.pretrain) else "ood"
 
 
+DRAWS = ("fastgrok", "paper")
+
+
+def paper_ids(p: int, K: int) -> list[int]:
+    """The input ids of the paper's Figure 5 context (interpretability/k-shot_inference_grid.py): after
+    random.seed(1), one random.randint(0, p² − 1) per shot, the same ids for every task, id = x·p + y (its grid
+    lists itertools.product(range(p), repeat=2)). The script asserts the ids are distinct: so does this."""
+    import random
+    state = random.getstate()
+    try:
+        random.seed(1)
+        ids = [random.randint(0, p * p - 1) for _ in range(K)]
+    finally:
+        random.setstate(state)
+    seen: set[int] = set()
+    for k, i in enumerate(ids):
+        if i in seen:
+            raise ValueError(f"--draw paper: for p={p} the paper's draw repeats input ({i // p}, {i % p}) at shot "
+                             f"{k + 1} (its script stops there on an assert): pass --shots {k} or fewer, or --context")
+        seen.add(i)
+    return ids
+
+
+def with_z(points: np.ndarray, task: tuple[int, int], p: int) -> np.ndarray:
+    """Examples (K, 3): the inputs (K, 2) and their z under `task`."""
+    pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    return np.c_[pts, (task[0] * pts[:, 0] + task[1] * pts[:, 1]) % p].astype(np.int64)
+
+
 def fixed_context(subject: Subject, task: tuple[int, int], K: int, seed: int) -> np.ndarray:
     """K examples (x, y, z) of `task` on the run's train inputs, distinct while there are enough: (K, 3)."""
     inputs = subject.tasks.train_inputs.numpy()
@@ -119,10 +171,11 @@ class Setting:
     layer: int
     head: int
     features: dict[str, torch.Tensor] | None = None  # head_features of the context, shared by heads and cosine
+    draw: str = "fastgrok"  # how the context's inputs were chosen: fastgrok, paper, given
 
     def as_json(self) -> dict[str, Any]:
         return dict(task=list(self.task), task_kind=self.kind, shots=len(self.context),
-                    context=self.context.tolist(), layer=self.layer, head=self.head)
+                    context=self.context.tolist(), context_draw=self.draw, layer=self.layer, head=self.head)
 
 
 def setting(subject: Subject, opts: Options) -> Setting:
@@ -132,8 +185,17 @@ def setting(subject: Subject, opts: Options) -> Setting:
     else:
         task, kind = default_task(subject) if subject.cfg.task.n_var == 2 else ((0, 0), "none")
     K = subject.cfg.task.n_shots - 1 if opts.shots is None else opts.shots
-    context = fixed_context(subject, task, K, opts.seed) if subject.cfg.task.n_var == 2 else np.zeros((0, 3), np.int64)
-    return Setting(task, kind, context, opts.layer or 0, opts.head or 0)
+    p = subject.p
+    if subject.cfg.task.n_var != 2:
+        context, draw = np.zeros((0, 3), np.int64), "none"
+    elif opts.context is not None:
+        context, draw = with_z(np.array(opts.context), task, p), "given"
+    elif opts.draw == "paper":
+        ids = np.array(paper_ids(p, K))
+        context, draw = with_z(np.c_[ids // p, ids % p], task, p), "paper"
+    else:
+        context, draw = fixed_context(subject, task, K, opts.seed), "fastgrok"
+    return Setting(task, kind, context, opts.layer or 0, opts.head or 0, draw=draw)
 
 
 # ---- the analyses -----------------------------------------------------------------------------------
@@ -151,30 +213,79 @@ def run_kshot(s: Subject, st: Setting, opts: Options) -> Result:
     return dict(chance=1.0 / s.p, interval="95% Wilson", target_half_width=opts.half_width, sets=sets), {}
 
 
-def grid_shares(model_ok: np.ndarray, rm: np.ndarray, mr: np.ndarray) -> dict[str, list[float]]:
-    """Per k, over the p² queries: the model's accuracy, each algorithm's coverage, the share where the
-    model's right/wrong agrees with it, and the share of the model's right answers it explains."""
-    K = len(model_ok)
-    flat = lambda a: a.reshape(K, -1)  # noqa: E731
-    m, r, g = flat(model_ok), flat(rm), flat(mr)
-    right = np.maximum(m.sum(1), 1)
-    return dict(model_acc=_r(m.mean(1)), rm_coverage=_r(r.mean(1)), mr_coverage=_r(g.mean(1)),
-                rm_agreement=_r((m == r).mean(1)), mr_agreement=_r((m == g).mean(1)),
-                rm_explains=_r((m & r).sum(1) / right), mr_explains=_r((m & g).sum(1) / right))
+MAX_SAVED_LOGITS = 2**26  # logits kept in grid.npz up to this many numbers (float16: 128 MiB); else preds only
+
+VOCAB_HELP = dict(numbers="argmax over the p number tokens (the paper's logits[:, :, :p])",
+                  full="argmax over the whole vocabulary (the trainer's accuracy)")
+
+
+def _rows_json(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {name: dict(n=r["n"], right=r["right"], acc=_r(r["acc"]), lo=_r(r["lo"]), hi=_r(r["hi"]),
+                       wrong_scaled=r["wrong_scaled"], wrong_scaled_chance=_r(r["wrong_scaled_chance"], 3))
+            for name, r in rows.items()}
+
+
+def _pool(per_task: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Strata counts summed over tasks, with Wilson intervals, and the spread of the tasks' own accuracies."""
+    out = {}
+    for name in per_task[0]:
+        n = np.sum([t[name]["n"] for t in per_task], 0)
+        right = np.sum([t[name]["right"] for t in per_task], 0)
+        lo, hi = alg.wilson_interval(right, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = np.where(n > 0, right / np.maximum(n, 1), np.nan)
+            accs = np.array([t[name]["acc"] for t in per_task], dtype=np.float64)  # (tasks, K)
+        has = ~np.isnan(accs)
+        tmin = np.where(has.any(0), np.nanmin(np.where(has, accs, np.inf), 0), np.nan)
+        tmax = np.where(has.any(0), np.nanmax(np.where(has, accs, -np.inf), 0), np.nan)
+        out[name] = dict(n=n.tolist(), right=right.tolist(), acc=_r(acc), lo=_r(lo), hi=_r(hi), task_min=_r(tmin),
+                         task_max=_r(tmax))
+    return out
 
 
 def run_grid(s: Subject, st: Setting, opts: Options) -> Result:
+    """Figure 5 as a decomposition that can fail: per k, the queries in each stratum (alg.STRATA) and how many
+    the model answers right, with what it said where it is wrong; --all-tasks: every task, the same inputs."""
     p, ctx = s.p, st.context
     t0 = time.perf_counter()
-    model_ok = probe.kshot_grid(s.model, st.task, ctx, p)  # (K, p, p)
+    preds, logits = probe.grid_logits(s.model, ctx, p, opts.vocab)  # (K, p, p), (K, p, p, V')
     seconds = time.perf_counter() - t0
-    rm = np.stack([alg.ratio_matching(ctx[:k], p) for k in range(1, len(ctx) + 1)])
-    mr = np.stack([alg.modular_regression(ctx[:k], p) for k in range(1, len(ctx) + 1)])
-    ranks = [alg.span_rank(ctx[:k], p) for k in range(1, len(ctx) + 1)]
-    data = dict(**st.as_json(), p=p, seconds=round(seconds, 3), span_rank=ranks, **grid_shares(model_ok, rm, mr),
-                model=model_ok.astype(int).tolist(), ratio_matching=rm.astype(int).tolist(),
-                modular_regression=mr.astype(int).tolist())
-    return data, {}
+    dec = alg.decompose(preds, ctx, st.task, p)
+    g = np.arange(p)
+    model_ok = preds == (st.task[0] * g[:, None] + st.task[1] * g[None, :]) % p
+    data = dict(**st.as_json(), p=p, seconds=round(seconds, 3), vocab=opts.vocab, argmax=VOCAB_HELP[opts.vocab],
+                chance=1.0 / p, interval="95% Wilson", strata_names=list(alg.STRATA), strata_help=alg.STRATUM_HELP,
+                groups={k: list(v) for k, v in alg.GROUPS.items()},
+                wrong_scaled="wrong answers equal to c·z_i of an example scaled to meet the query on x or on y "
+                             "(c = x/x_i or y/y_i); wrong_scaled_chance: how many a uniform wrong guess would",
+                span_rank=[alg.span_rank(ctx[:k], p) for k in range(1, len(ctx) + 1)],
+                model_acc=_r(model_ok.reshape(len(ctx), -1).mean(1)), rows=_rows_json(dec["rows"]),
+                strata=dec["strata"].tolist(), model=model_ok.astype(int).tolist(), preds=preds.tolist(),
+                arrays="grid.npz")
+    arrays: dict[str, np.ndarray] = dict(preds=preds.astype(np.int16), logits=logits.astype(np.float32),
+                                         strata=dec["strata"].astype(np.int8))
+    if opts.all_tasks:
+        t1 = time.perf_counter()
+        tasks = [("id", tuple(int(v) for v in w)) for w in s.tasks.pretrain] + \
+                [("ood", tuple(int(v) for v in w)) for w in s.tasks.ood]
+        per_task, all_preds, all_logits = [], [], []
+        keep_logits = len(tasks) * logits.size <= MAX_SAVED_LOGITS
+        for _, task in tasks:
+            ex = with_z(ctx[:, :2], task, p)  # the same inputs for every task, as the paper's script
+            pr, lg = probe.grid_logits(s.model, ex, p, opts.vocab)
+            per_task.append(_rows_json(alg.decompose(pr, ex, task, p)["rows"]))
+            all_preds.append(pr.astype(np.int16))
+            if keep_logits:
+                all_logits.append(lg.astype(np.float16))
+        data["all_tasks"] = dict(
+            tasks=[list(t) for _, t in tasks], kinds=[k for k, _ in tasks], seconds=round(time.perf_counter() - t1, 3),
+            pooled={kind: _pool([r for (k, _), r in zip(tasks, per_task) if k == kind])
+                    for kind in ("id", "ood") if any(k == kind for k, _ in tasks)},
+            per_task=per_task, logits_saved=keep_logits)
+        arrays["task_preds"] = np.stack(all_preds)
+        if keep_logits:
+            arrays["task_logits"] = np.stack(all_logits)
+    return data, arrays
 
 
 def token_labels(n_tokens: int, n_var: int) -> list[str]:
