@@ -70,7 +70,7 @@ def _add_analyze_parser(sub: Any) -> None:
     from .sets import ANALYSES
     a = sub.add_parser("analyze", help="the paper's interpretability study of a run or checkpoint: k-shot, Figure 5's "
                        "grid, attention, embeddings, heads, cosine, label noise (PNGs and JSON)",
-                       description="Study a trained model: SOURCE is a run folder (its best.pt, else last.pt) or a "
+                       description="Study a trained model: SOURCE is a run folder (its last.pt, else best.pt) or a "
                        "checkpoint in the paper's format (p and the task set from its name, or the flags below). "
                        "Writes NAME.png and NAME.json per analysis to SOURCE/analysis/ (or --out).")
     a.add_argument("source", metavar="RUN_DIR|CHECKPOINT")
@@ -82,8 +82,8 @@ def _add_analyze_parser(sub: Any) -> None:
                    "(default: n_shots - 1)")
     a.add_argument("--layer", type=int, default=None, metavar="L", help="the head drawn large in heads (default 0)")
     a.add_argument("--head", type=int, default=None, metavar="H", help="(default 0)")
-    a.add_argument("--checkpoint", default=None, choices=("best", "last"), help="run folder: best.pt (default, "
-                   "else last.pt) or last.pt")
+    a.add_argument("--checkpoint", default=None, choices=("best", "last"), help="run folder: last.pt (default, "
+                   "else best.pt) or best.pt (chosen on o.o.d. test accuracy: every output says so)")
     a.add_argument("--out", default=None, metavar="DIR", help="where the files go (default: RUN_DIR/analysis/)")
     a.add_argument("--seed", type=int, default=0, help="draw of the fixed context and of the label noise")
     a.add_argument("--noise-seqs", type=int, default=4096, metavar="N", help="label noise: sequences per set")
@@ -146,6 +146,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if subject.source == subject.checkpoint:  # a checkpoint file: its task set is fastgrok's draw for the fields
         log(f"tasks: fastgrok's draw for p={subject.p}, data_seed={subject.cfg.task.data_seed} (the ones trained on if "
             "fastgrok-paper trained it; not those of the paper's own code, which draws them from its training seed)")
+    if subject.checkpoint.endswith("best.pt"):
+        log("weights: best.pt, chosen on o.o.d. test accuracy: its o.o.d. test numbers are biased upward (every "
+            "output says so; --checkpoint last for the unselected end of training)")
     index = analyze(subject, opts, args.out, log=log)
     out = args.out or subject.out_dir
     log(f"{len(index['analyses'])} analyses in {sum(a['seconds'] for a in index['analyses'].values()):.1f} s → {out}")

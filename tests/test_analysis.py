@@ -386,6 +386,19 @@ def test_analyze_is_deterministic_and_redraws_from_json(trained_run, tmp_path):
     assert draw("grid", json.loads((a / "grid.json").read_text()), tmp_path / "g.png").stat().st_size > 1000
 
 
+def test_default_weights_are_last_and_best_says_what_chose_it(trained_run, tmp_path, capsys):
+    a, b = tmp_path / "last", tmp_path / "best"
+    assert main(["analyze", str(trained_run), "--what", "embedding,grid", "--out", str(a)]) == 0
+    assert "biased upward" not in capsys.readouterr().out
+    index = json.loads((a / "index.json").read_text())
+    assert index["weights"]["file"] == "last.pt" and index["step"] == 60 and index["weights"]["chosen_by"] is None
+    assert main(["analyze", str(trained_run), "--what", "embedding,grid", "--checkpoint", "best", "--out", str(b)]) == 0
+    assert "chosen on o.o.d. test accuracy" in capsys.readouterr().out
+    for name in ("embedding", "grid", "index"):
+        w = json.loads((b / f"{name}.json").read_text())["weights"]
+        assert w["file"] == "best.pt" and w["chosen_by"] == "o.o.d. test accuracy" and "biased" in w["note"], name
+
+
 def _paper_checkpoint(folder: Path) -> Path:
     """A depth-2 model saved in the paper's format under the paper's checkpoint name (fastgrok.paper.run_stem)."""
     from fastgrok.paper import parse, run_stem

@@ -47,6 +47,17 @@ def draw_kshot(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> 
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy")
     fig.suptitle("in-context accuracy per shot (thin: each task; band: 95% interval)", fontsize=11)
+    return _save(fig, path, d)
+
+
+def _save(fig: Any, path: Path, d: dict[str, Any]) -> Path:
+    """save_png, with a footer naming the weights (and, for best.pt, the set that chose them)."""
+    w = d.get("weights") or {}
+    if w.get("file"):
+        step = f" at step {w['step']}" if w.get("step") is not None else ""
+        chosen = f"; chosen on {w['chosen_by']}: those numbers are biased upward" if w.get("chosen_by") else ""
+        fig.text(0.995, 0.002, f"weights: {w['file']}{step}{chosen}", ha="right", va="bottom", fontsize=7,
+                 color="#b22222" if chosen else "#555555")
     return save_png(fig, path)
 
 
@@ -131,7 +142,7 @@ def draw_grid(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> P
                                                                                "wrong, other"))]
     sub[1].legend(handles=keys, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
     sub[1].suptitle("queries (x →, y ↑); squares: the context's inputs", fontsize=8)
-    return save_png(fig, path)
+    return _save(fig, path, d)
 
 
 def draw_attention(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -151,7 +162,7 @@ def draw_attention(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray])
             ax.set_xticks(ticks, [labels[t] for t in ticks], fontsize=5, rotation=90)
             ax.set_yticks(ticks, [labels[t] for t in ticks], fontsize=5)
     fig.suptitle(f"attention probabilities (row: query token, column: key); {_task_title(d)}", fontsize=10)
-    return save_png(fig, path)
+    return _save(fig, path, d)
 
 
 def draw_embedding(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -170,7 +181,7 @@ def draw_embedding(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray])
         ax.grid(alpha=0.3)
     fig.suptitle(f"token embeddings of 0 … {d['p'] - 1}, labelled n (log_{d['primitive_root']} n); "
                  "blue: even log, red: odd", fontsize=10)
-    return save_png(fig, path)
+    return _save(fig, path, d)
 
 
 def draw_heads(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -205,7 +216,7 @@ def draw_heads(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> 
         axes[L, c].axis("off")
     fig.suptitle(f"head outputs at the (x, y) tokens of one example varied over Z_{p}², after {d['shots']} fixed "
                  f"examples, PCA to 2-D (colour: x; black: x = 0 in the log panel); {_task_title(d)}", fontsize=9)
-    return save_png(fig, path)
+    return _save(fig, path, d)
 
 
 def draw_cosine(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -227,7 +238,7 @@ def draw_cosine(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) ->
     fig.colorbar(im, ax=axes, shrink=0.5)
     fig.suptitle(f"cosine similarity of features at the y token over (x, y) ∈ Z_{d['p']}² (rows: the queries in "
                  f"cosine.json, x major); {_task_title(d)}", fontsize=9)
-    return save_png(fig, path)
+    return _save(fig, path, d)
 
 
 def draw_noise(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -244,7 +255,7 @@ def draw_noise(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> 
         ax.set_title(f"{SET_TITLES.get(split, split)} tasks ({s['n_seqs']} seqs)", fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy at the query")
     fig.suptitle(f"label noise (chance {d['chance']:.2f})", fontsize=10)
-    return save_png(fig, path)
+    return _save(fig, path, d)
 
 
 DRAW: dict[str, Callable[[dict[str, Any], Path, dict[str, np.ndarray]], Path]] = dict(

@@ -383,6 +383,18 @@ RUNNERS: dict[str, Callable[[Subject, Setting, Options], Result]] = dict(
     cosine=run_cosine, noise=run_noise)
 
 
+def checkpoint_note(subject: Subject) -> dict[str, Any]:
+    """Which weights: the file, its step, and for best.pt the set that chose it (the analyses then measure the
+    o.o.d. test set on weights selected on it)."""
+    name = Path(subject.checkpoint).name
+    note = ""
+    if name == "best.pt":
+        note = ("best.pt: the step with the highest o.o.d. test accuracy, chosen on that set, so o.o.d. test numbers "
+                "of these weights are biased upward; last.pt is the unselected end of training")
+    return dict(file=name, step=subject.step, chosen_by="o.o.d. test accuracy" if name == "best.pt" else None,
+                note=note)
+
+
 def _write(out: Path, name: str, data: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[Path]:
     written = []
     if arrays:
@@ -409,11 +421,14 @@ def analyze(subject: Subject, opts: Options, out: str | Path | None = None,
             raise PlotUnavailable(f"{e}; or pass --no-figures for the numbers alone") from None
     out.mkdir(parents=True, exist_ok=True)
     st = setting(subject, opts)
+    ckpt = checkpoint_note(subject)
     index: dict[str, Any] = dict(source=subject.source, checkpoint=subject.checkpoint, step=subject.step,
-                                 p=subject.p, config=subject.cfg.to_flat(), setting=st.as_json(), analyses={})
+                                 weights=ckpt, p=subject.p, config=subject.cfg.to_flat(), setting=st.as_json(),
+                                 analyses={})
     for name in what:
         t0 = time.perf_counter()
         data, arrays = RUNNERS[name](subject, st, opts)
+        data = dict(weights=ckpt, **data)  # every output says which weights (and what chose them)
         files = _write(out, name, data, arrays)
         if opts.figures:
             from .figures import draw
