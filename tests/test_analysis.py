@@ -92,7 +92,8 @@ def test_strata_match_brute_force_and_partition_the_plane(p):
         rows = decompose(preds, ex, (1, 2), p)["rows"]
         for k in range(len(ex)):  # the strata partition Z_p²; "combination" is the two combination strata
             assert sum(rows[n]["n"][k] for n in STRATA) == p * p
-            assert rows["combination"]["n"][k] == rows["combination_simple"]["n"][k] + rows["combination_general"]["n"][k]
+            both = rows["combination_simple"]["n"][k] + rows["combination_general"]["n"][k]
+            assert rows["combination"]["n"][k] == both
         assert rows["combination"]["n"][0] == 0  # one example combines with nothing
     assert seen == set(range(len(STRATA)))  # every stratum occurs among these contexts: the check covers each
 
@@ -156,6 +157,35 @@ def test_paper_draw_is_the_scripts_random_seed_1():
     # the 29th draw repeats an earlier id: the script's assert stops there, so does the draw (in one line)
     with pytest.raises(ValueError, match=r"repeats input \(28, 9\) at shot 29.*--shots 28"):
         paper_ids(29, 31)
+
+
+def test_centred_cosine_sees_what_a_shared_component_hides():
+    from fastgrok.analysis.algorithms import centred_cosine_matrix, shared_over_spread
+    rng = np.random.default_rng(0)
+    vary = rng.standard_normal((40, 16))
+    shared = 30 * np.r_[1.0, np.zeros(15)]  # one component every row shares, norm 30 against a per-row RMS of 4
+    X = vary + shared
+    spread = np.sqrt(((vary - vary.mean(0)) ** 2).sum(1).mean())  # RMS ≈ 4: the per-row variation
+    assert shared_over_spread(X) == pytest.approx(np.linalg.norm(vary.mean(0) + shared) / spread, rel=1e-9)
+    assert shared_over_spread(X) > 6
+    paper, centred = cosine_matrix(X), centred_cosine_matrix(X)
+    off = ~np.eye(40, dtype=bool)
+    assert paper[off].min() > 0.9  # the paper's normalisation saturates: everything looks alike
+    np.testing.assert_allclose(centred, centred_cosine_matrix(vary), atol=1e-12)  # the shared part is gone
+    assert np.abs(centred[off]).mean() < 0.35  # random directions in 16 dims: |cos| ≈ 0.2
+
+
+def test_task_bootstrap_and_the_pca_baseline():
+    from fastgrok.analysis.algorithms import bootstrap_task_mean
+    from fastgrok.analysis.report import pca_warning, random_pca_shares
+    acc = np.array([[0.1, 0.9], [0.2, 0.9], [0.9, 0.9], [np.nan, np.nan]])  # the last task never drawn
+    lo, hi = bootstrap_task_mean(acc)
+    assert lo[1] == hi[1] == pytest.approx(0.9)  # no spread between tasks: no width
+    assert lo[0] <= 0.4 <= hi[0] and hi[0] - lo[0] > 0.2  # mean 0.4, tasks from 0.1 to 0.9
+    assert np.isnan(bootstrap_task_mean(np.full((2, 3), np.nan))[0]).all()
+    assert pca_warning(5, 4) and pca_warning(5, 2) and not pca_warning(29, 4)
+    base = random_pca_shares(5, 64, 4, 0)  # 5 random points: 4 directions share all the variance
+    assert base.sum() == pytest.approx(1.0, abs=0.02) and base[0] < 0.5 and base[-1] > 0.1  # medians: their sum ≈ 1
 
 
 def test_what_each_algorithm_covers():
@@ -264,6 +294,9 @@ def test_attention_maps_and_head_features_shapes():
     # the x token sees only x (and the context): rows with the same x agree there
     h = f["heads"][0, 0, :, 0].view(7, 7, 64)
     torch.testing.assert_close(h, h[:, :1].expand_as(h))
+    fz = head_features(model, ex, 7, task=(2, 3))  # with the z token: x and y unchanged (causal), z appended
+    assert fz["heads"].shape == (2, 2, 49, 3, 64) and fz["blocks"].shape == (2, 49, 3, 64)
+    torch.testing.assert_close(fz["heads"][..., :2, :], f["heads"], atol=1e-6, rtol=1e-6)
     # the heads' outputs sum to the attention's output projection of the block
     layer0 = model.transformer.h[0]
     idx = torch.as_tensor(np.concatenate([np.tile(ex.reshape(-1), (49, 1)), np.stack(np.meshgrid(
@@ -326,7 +359,7 @@ def test_analyze_a_run_writes_every_figure_and_its_numbers(trained_run, tmp_path
         assert count[np.triu_indices(6)].sum() == 0 and count[1:].sum() > 0  # only j < k
         assert np.nanmin(acc) >= 0 and np.nanmax(acc) <= 1
     with np.load(out / "cosine.npz") as z:
-        assert z["heads"].shape == (1, 2, 25, 25) and z["blocks"].shape == (1, 25, 25)
+        assert z["heads"].shape == (1, 2, 3, 2, 25, 25) and z["blocks"].shape == (1, 3, 2, 25, 25)  # x y z, 2 norms
 
 
 def test_grid_context_given_paper_draw_all_tasks_and_full_vocab(trained_run, tmp_path, capsys):

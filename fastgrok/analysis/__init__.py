@@ -19,7 +19,8 @@ from .probe import (Curve, Prefix, Trace, all_queries, attention_maps, grid_logi
 from .report import ANALYSES, Options, analyze
 from .source import Subject, open_source
 
-__all__ = ["STRATA", "decompose", "scaled_example_answers", "strata", "grid_logits", "check_prime", "cosine_matrix", "discrete_logs", "modular_regression", "pca", "primitive_root",
+__all__ = ["STRATA", "decompose", "scaled_example_answers", "strata", "grid_logits", "check_prime",
+           "cosine_matrix", "discrete_logs", "modular_regression", "pca", "primitive_root",
            "ratio_matching", "span_rank", "wilson_interval", "Curve", "Prefix", "Trace", "all_queries",
            "attention_maps", "head_features", "kshot_curve", "kshot_grid", "label_noise", "prefix_of", "trace",
            "ANALYSES", "Options", "analyze", "Subject", "open_source"]

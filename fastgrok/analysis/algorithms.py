@@ -150,6 +150,27 @@ def cosine_matrix(features: np.ndarray) -> np.ndarray:
     return X @ X.T
 
 
+def centred_cosine_matrix(features: np.ndarray) -> np.ndarray:
+    """(N, N) cosine similarities of the rows after subtracting their mean row: the part of each feature that
+    varies with the query. The paper's normalisation keeps the component every row shares, which can
+    dominate (all similarities near +1); this one removes it."""
+    X = np.asarray(features, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] < 2:
+        raise ValueError(f"features must be (N, C) with C ≥ 2, got shape {X.shape}")
+    X = X - X.mean(0, keepdims=True)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return X @ X.T
+
+
+def shared_over_spread(features: np.ndarray) -> float:
+    """Norm of the rows' mean over the RMS norm of their deviations from it: ≫ 1 when one component shared by
+    every query dominates the features (the paper's cosine then saturates near +1)."""
+    X = np.asarray(features, dtype=np.float64)
+    mean = X.mean(0)
+    spread = np.sqrt(((X - mean) ** 2).sum(1).mean())
+    return float(np.linalg.norm(mean) / spread) if spread > 0 else float("inf")
+
+
 def wilson_interval(correct: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
     """95 % Wilson score interval (lo, hi) of a proportion correct/n, elementwise; (0, 1) where n = 0."""
     correct, n = np.asarray(correct, dtype=np.float64), np.asarray(n, dtype=np.float64)
@@ -259,3 +280,17 @@ def decompose(preds: np.ndarray, examples: np.ndarray | list, task: tuple[int, i
             r["acc"] = np.where(n > 0, right / np.maximum(n, 1), np.nan)
         r["lo"], r["hi"] = lo, hi
     return dict(rows=rows, strata=codes)
+
+
+def bootstrap_task_mean(task_acc: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """95 % percentile interval (lo, hi) of the mean over tasks of per-task accuracies (n_tasks, S), resampling
+    tasks with replacement: the task-to-task spread, which pooled sequences' binomial intervals do not show.
+    Tasks never drawn (NaN) are left out; NaN where none is left."""
+    acc = np.asarray(task_acc, dtype=np.float64)
+    acc = acc[~np.isnan(acc).any(1)] if acc.ndim == 2 else acc.reshape(0, 1)
+    S = acc.shape[1] if acc.ndim == 2 else 0
+    if len(acc) == 0:
+        return np.full(S, np.nan), np.full(S, np.nan)
+    rng = np.random.default_rng(seed)
+    means = acc[rng.integers(0, len(acc), (n_boot, len(acc)))].mean(1)  # (n_boot, S)
+    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)

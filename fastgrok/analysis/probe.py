@@ -148,7 +148,8 @@ VOCABS = ("numbers", "full")  # argmax over the p number tokens (the paper's log
 
 
 @torch.no_grad()
-def grid_logits(model: torch.nn.Module, examples: np.ndarray, p: int, vocab: str = "numbers") -> tuple[np.ndarray, np.ndarray]:
+def grid_logits(model: torch.nn.Module, examples: np.ndarray, p: int,
+                vocab: str = "numbers") -> tuple[np.ndarray, np.ndarray]:
     """The model's answer at every query (x, y) ∈ Z_p² after the first k = 1 … K examples: (preds (K, p, p)
     int64, logits (K, p, p, V') float32), V' = p for vocab="numbers" (the paper's grid scores
     logits[:, :, :p]) or the whole vocabulary for "full" (the trainer's accuracy); preds is their argmax.
@@ -192,16 +193,22 @@ def attention_maps(model: torch.nn.Module, idx: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def head_features(model: torch.nn.Module, context: np.ndarray, p: int) -> dict[str, Tensor]:
+def head_features(model: torch.nn.Module, context: np.ndarray, p: int,
+                  task: tuple[int, int] | None = None) -> dict[str, Tensor]:
     """Features at the x and y tokens of one example (x, y) varied over all of Z_p², placed after the fixed
-    k-example `context` (as a k-shot query is): per layer and head, the head's output; per layer, the
-    residual after the block. Rows are the p² queries (row x·p + y). Returns float32 CPU tensors
-    "heads" (L, H, p², 2, C) and "blocks" (L, p², 2, C), the last axis of size 2 being (x token, y token)."""
+    k-example `context` (as a k-shot query is), and at its z token (the right answer under `task`) when a task
+    is given: per layer and head, the head's output; per layer, the residual after the block. Rows are the p²
+    queries (row x·p + y). Returns float32 CPU tensors "heads" (L, H, p², T, C) and "blocks" (L, p², T, C),
+    T = 2 tokens (x, y), or 3 (x, y, z) with a task."""
     ex = check_examples(context, p)
     dev = _device(model)
     prefix = prefix_of(model, torch.as_tensor(ex, device=dev).reshape(-1)) if len(ex) else None
-    tr = trace(model, torch.as_tensor(all_queries(p), device=dev), prefix, record=True)
-    heads = torch.stack(tr.heads).permute(0, 2, 1, 3, 4)  # (L, p², H, 2, C) → (L, H, p², 2, C)
+    q = all_queries(p)
+    if task is not None:
+        a, b = check_task(task, p)
+        q = np.c_[q, (a * q[:, 0] + b * q[:, 1]) % p]  # (p², 3): the example with its z
+    tr = trace(model, torch.as_tensor(q, device=dev), prefix, record=True)
+    heads = torch.stack(tr.heads).permute(0, 2, 1, 3, 4)  # (L, p², H, T, C) → (L, H, p², T, C)
     return {"heads": heads.float().cpu().contiguous(), "blocks": torch.stack(tr.blocks).float().cpu()}
 
 

@@ -206,11 +206,14 @@ def run_kshot(s: Subject, st: Setting, opts: Options) -> Result:
     sets = {}
     for split in SPLITS:
         c = probe.kshot_curve(s.model, s.cfg, s.tasks, split, half_width=opts.half_width, max_seqs=opts.kshot_max_seqs)
-        sets[split] = dict(acc=_r(c.acc), lo=_r(c.lo), hi=_r(c.hi), n_seqs=c.n_seqs,
+        tlo, thi = alg.bootstrap_task_mean(c.task_acc, seed=opts.seed)
+        sets[split] = dict(acc=_r(c.acc), lo=_r(c.lo), hi=_r(c.hi), task_lo=_r(tlo), task_hi=_r(thi), n_seqs=c.n_seqs,
                            half_width=float(np.round((c.hi - c.lo).max() / 2, 6)),
                            tasks=[list(map(int, w)) for w in c.task_vecs], task_n=c.task_n.tolist(),
                            task_acc=_r(c.task_acc))
-    return dict(chance=1.0 / s.p, interval="95% Wilson", target_half_width=opts.half_width, sets=sets), {}
+    return dict(chance=1.0 / s.p, interval="95% Wilson over the pooled sequences (lo, hi); 95% bootstrap over tasks "
+                "of the mean of the tasks' accuracies (task_lo, task_hi)", target_half_width=opts.half_width,
+                sets=sets), {}
 
 
 MAX_SAVED_LOGITS = 2**26  # logits kept in grid.npz up to this many numbers (float16: 128 MiB); else preds only
@@ -318,20 +321,39 @@ def run_embedding(s: Subject, st: Setting, opts: Options) -> Result:
     coords, share = alg.pca(wte, 4)
     g = alg.primitive_root(p)
     logs = alg.discrete_logs(p, g)
+    base = random_pca_shares(p, wte.shape[1], len(share), opts.seed)
     return dict(p=p, primitive_root=g, numbers=list(range(p)), logs=logs.tolist(), pcs=_r(coords),
-                explained=_r(share)), {}
+                explained=_r(share), explained_random=_r(base), warning=pca_warning(p, len(share)),
+                random_baseline="median over 50 draws of the shares of the same PCA of p random Gaussian vectors "
+                                "of the same width: what structure-free points give"), {}
+
+
+def random_pca_shares(n: int, C: int, k: int, seed: int, draws: int = 50) -> np.ndarray:
+    """Median explained-variance shares of the top k directions of n random Gaussian points in C dims."""
+    rng = np.random.default_rng([seed, n, C])
+    shares = [alg.pca(rng.standard_normal((n, C)), k)[1] for _ in range(draws)]
+    return np.median(np.array([np.pad(v, (0, k - len(v))) for v in shares]), 0)
+
+
+def pca_warning(n_points: int, k: int) -> str:
+    """A line when n points are too few for a PCA of k directions to mean much (p = 5: 5 points, 4 directions)."""
+    if n_points - 1 <= 2 * k:
+        return (f"{n_points} points span at most {n_points - 1} directions: the top {k} take most of the variance "
+                "by construction; compare explained with explained_random before reading structure into it")
+    return ""
 
 
 def _head_setting(s: Subject, st: Setting) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """The head and block features over Z_p² after the context, computed once for heads and cosine."""
     if st.features is None:
-        st.features = probe.head_features(s.model, st.context, s.p)
+        st.features = probe.head_features(s.model, st.context, s.p, st.task)  # x, y and z tokens
     return st.features, probe.all_queries(s.p)
 
 
 def run_heads(s: Subject, st: Setting, opts: Options) -> Result:
     feats, queries = _head_setting(s, st)
-    heads, blocks = feats["heads"].numpy(), feats["blocks"].numpy()  # (L, H, p², 2, C), (L, p², 2, C)
+    heads = feats["heads"].numpy()[..., :2, :]    # (L, H, p², 2, C): the x and y tokens
+    blocks = feats["blocks"].numpy()[..., :2, :]  # (L, p², 2, C)
     L, H = heads.shape[:2]
     pcs = np.zeros((L, H, len(queries), 2))
     share = np.zeros((L, H, 2))
@@ -343,28 +365,44 @@ def run_heads(s: Subject, st: Setting, opts: Options) -> Result:
     for i in range(L):
         bpcs[i], bshare[i] = alg.pca(blocks[i].reshape(len(queries), -1), 2)
     g = alg.primitive_root(s.p)
+    C2 = heads.shape[-1] * heads.shape[-2]
     return dict(**st.as_json(), p=s.p, primitive_root=g, logs=alg.discrete_logs(s.p, g).tolist(),
                 queries=queries.tolist(), head_pcs=_r(pcs), head_explained=_r(share), block_pcs=_r(bpcs),
-                block_explained=_r(bshare)), {}
+                block_explained=_r(bshare), explained_random=_r(random_pca_shares(len(queries), C2, 2, opts.seed, 10)),
+                warning=pca_warning(len(queries), 2)), {}
 
 
 MAX_COSINE_ROWS = 4096  # p² above this (p > 64): the matrices over the queries with x, y < 64 only
 
 
+COSINE_TOKENS = ("x", "y", "z")
+COSINE_NORMS = ("paper", "centred")
+
+
 def run_cosine(s: Subject, st: Setting, opts: Options) -> Result:
     feats, queries = _head_setting(s, st)
-    heads, blocks = feats["heads"].numpy(), feats["blocks"].numpy()
+    heads, blocks = feats["heads"].numpy(), feats["blocks"].numpy()  # (L, H, p², 3, C), (L, p², 3, C)
     if len(queries) > MAX_COSINE_ROWS:  # (p², p²) matrices per head would not fit: a corner of Z_p²
         m = int(MAX_COSINE_ROWS**0.5)
         keep = (queries[:, 0] < m) & (queries[:, 1] < m)
         queries, heads, blocks = queries[keep], heads[:, :, keep], blocks[:, keep]
     L, H = heads.shape[:2]
-    # at the y token, where a head sees the whole varied example (x, y), as the paper's "y" panels
-    hc = np.stack([np.stack([alg.cosine_matrix(heads[i, h, :, 1]) for h in range(H)]) for i in range(L)])
-    bc = np.stack([alg.cosine_matrix(blocks[i, :, 1]) for i in range(L)])
-    summary = dict(head_mean_abs=_r(np.abs(hc).mean((-1, -2))), block_mean_abs=_r(np.abs(bc).mean((-1, -2))))
-    return dict(**st.as_json(), p=s.p, token="y", queries=queries.tolist(), arrays="cosine.npz",
-                **summary), {"heads": hc.astype(np.float16), "blocks": bc.astype(np.float16)}
+    fns = dict(paper=alg.cosine_matrix, centred=alg.centred_cosine_matrix)
+    # (L, H, token, norm, N, N): the x, y and z tokens of the varied example; the paper's normalisation and the
+    # centred one (the paper's "y" panels are token y, norm paper)
+    hc = np.stack([np.stack([np.stack([np.stack([fns[n](heads[i, h, :, t]) for n in COSINE_NORMS])
+                                       for t in range(3)]) for h in range(H)]) for i in range(L)])
+    bc = np.stack([np.stack([np.stack([fns[n](blocks[i, :, t]) for n in COSINE_NORMS]) for t in range(3)])
+                   for i in range(L)])  # (L, token, norm, N, N)
+    ratio_h = [[[alg.shared_over_spread(heads[i, h, :, t]) for t in range(3)] for h in range(H)] for i in range(L)]
+    ratio_b = [[alg.shared_over_spread(blocks[i, :, t]) for t in range(3)] for i in range(L)]
+    summary = dict(head_mean_abs=_r(np.abs(hc).mean((-1, -2))), block_mean_abs=_r(np.abs(bc).mean((-1, -2))),
+                   head_shared_over_spread=_r(ratio_h, 3), block_shared_over_spread=_r(ratio_b, 3))
+    return dict(**st.as_json(), p=s.p, tokens=list(COSINE_TOKENS), norms=list(COSINE_NORMS),
+                axes="heads (L, H, token, norm, N, N), blocks (L, token, norm, N, N)", queries=queries.tolist(),
+                arrays="cosine.npz", shared_over_spread="norm of the features' mean over the RMS of their "
+                "deviations: ≫ 1 saturates the paper's cosine near +1", **summary), \
+        {"heads": hc.astype(np.float16), "blocks": bc.astype(np.float16)}
 
 
 def run_noise(s: Subject, st: Setting, opts: Options) -> Result:
