@@ -93,6 +93,9 @@ def _add_analyze_parser(sub: Any) -> None:
                    "train inputs drawn by --seed (fastgrok), or the paper's Figure 5 draw (random.seed(1) over all p² "
                    "inputs, the same for every task)")
     a.add_argument("--all-tasks", action="store_true", help="grid: every i.d. and o.o.d. task, the same inputs")
+    a.add_argument("--noise-protocol", default="fastgrok", choices=("fastgrok", "paper"), help="label noise: j of "
+                   "the k examples before the query on train inputs (fastgrok), or the paper's label_noise.ipynb (j "
+                   "of all points, the query's own included, test inputs, i.d. and o.o.d. averaged)")
     a.add_argument("--vocab", default="numbers", choices=("numbers", "full"), help="grid: argmax over the p number "
                    "tokens as the paper (default) or over the whole vocabulary")
     a.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda, cuda:1")
@@ -136,6 +139,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     opts = Options(what=what, task=_parse_ints(args.task, "--task", 2) if args.task is not None else None,
                    shots=args.shots, layer=args.layer, head=args.head, seed=args.seed, noise_seqs=args.noise_seqs,
                    figures=not args.no_figures, draw=args.draw, all_tasks=args.all_tasks, vocab=args.vocab,
+                   noise_protocol=args.noise_protocol,
                    context=_parse_context(args.context) if args.context is not None else None)
     subject = open_source(args.source, checkpoint=args.checkpoint, device=args.device, fields=fields_given)
     log = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))

@@ -400,6 +400,33 @@ def test_grid_context_given_paper_draw_all_tasks_and_full_vocab(trained_run, tmp
     assert "holds 1 … 5" in _err(capsys, ["analyze", run, "--context", "1,1;1,2;1,3;1,4;2,1;2,2"])
 
 
+def test_label_noise_paper_protocol(trained_run, tmp_path):
+    from fastgrok.analysis.probe import label_noise
+    subject = open_source(trained_run)
+    r = label_noise(subject.model, subject.cfg, subject.tasks, "ood_test", n_seqs=4096, seed=0)
+    S = subject.cfg.task.n_shots
+    count_all, count = r["count_all"], r["count"]
+    assert count_all[np.triu_indices(S, 1)].sum() == 0  # j ≤ k: at least one of the k + 1 points clean
+    assert count[np.triu_indices(S)].sum() == 0          # j < k
+    # wrong z among shots 0 … k is the wrong z before shot k + 1: the same sequences, counted at the next shot
+    np.testing.assert_array_equal(count_all[:-1], count[1:])
+    # and with the query's z clean (j_all = 0) the sequences are a subset of those clean before it
+    assert (count_all[1:, 0] <= count[1:, 0]).all() and (r["correct_all"][1:, 0] <= r["correct"][1:, 0]).all()
+    # q ~ U(0, 1) per sequence: the wrong z among k + 1 points is uniform on 0 … k + 1, so each kept j holds
+    # ≈ n/(k + 2) sequences; binomial, 5 standard deviations
+    n = 4096
+    for k in range(1, S):
+        mean = n / (k + 2)
+        assert np.all(np.abs(count_all[k, :k + 1] - mean) < 5 * np.sqrt(mean)), (k, count_all[k, :k + 1])
+    out = tmp_path / "paper"
+    analyze(subject, Options(what=("noise",), noise_protocol="paper", noise_seqs=512, figures=True), out)
+    d = json.loads((out / "noise.json").read_text())
+    assert d["protocol"] == "paper" and set(d["sets"]) == {"id_test", "ood_test", "mean"}
+    a, b, m = (np.array(d["sets"][x]["acc"], dtype=float) for x in ("id_test", "ood_test", "mean"))
+    np.testing.assert_allclose(m, (a + b) / 2, atol=2e-6)  # _r rounds to 6 digits
+    assert (out / "noise.png").stat().st_size > 1000
+
+
 def test_analyze_is_deterministic_and_redraws_from_json(trained_run, tmp_path):
     subject = open_source(trained_run)
     opts = Options(noise_seqs=256, seed=3, figures=False)

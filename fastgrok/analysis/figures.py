@@ -296,10 +296,14 @@ def draw_noise(d: dict[str, Any], path: Path, arrays: dict[str, np.ndarray]) -> 
         im = ax.imshow(acc[1:].T, origin="lower", cmap="magma", vmin=0, vmax=1, aspect="auto",
                        extent=(0.5, S - 0.5, -0.5, S - 0.5), interpolation="nearest")
         ax.set_xlabel("k, examples before the query")
-        ax.set_ylabel("j of them with a wrong z")
-        ax.set_title(f"{SET_TITLES.get(split, split)} tasks ({s['n_seqs']} seqs)", fontsize=10)
+        paper = d.get("protocol") == "paper"
+        ax.set_ylabel("j wrong z among all k + 1 points" if paper else "j of them with a wrong z")
+        title = {"mean": "i.d. and o.o.d. test averaged"}.get(split, f"{SET_TITLES.get(split, split)} tasks")
+        ax.set_title(f"{title} ({s['n_seqs']} seqs)", fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy at the query")
-    fig.suptitle(f"label noise (chance {d['chance']:.2f})", fontsize=10)
+    how = ("the paper's protocol (label_noise.ipynb): j of all the sequence's points, test inputs"
+           if d.get("protocol") == "paper" else "j of the k examples before the query, train inputs")
+    fig.suptitle(f"label noise (chance {d['chance']:.2f}): {how}", fontsize=10)
     return _save(fig, path, d)
 
 

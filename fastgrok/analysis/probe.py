@@ -262,7 +262,9 @@ def label_noise(model: torch.nn.Module, cfg: Config, tasks: Tasks, split: str, *
     """Accuracy at shot k (k = 1 … S−1 examples before it) when j of those k examples carry a wrong z (a
     uniform non-zero shift), j < k. Each sequence corrupts every shot with its own probability q ~ U(0, 1),
     so the number corrupted among the first k is uniform on 0 … k and, given it, which ones is uniform: one
-    pass scores every (k, j) at once. Returns "correct" and "count" (S, S) indexed [k, j] (zero off j < k)."""
+    pass scores every (k, j) at once. Returns "correct" and "count" (S, S) indexed [k, j] (zero off j < k), and
+    "correct_all", "count_all" indexed [k, j] with j the wrong z among all k + 1 points, the query's own
+    included (the paper's label_noise.ipynb: j of the sequence's points, randomly placed; j ≤ k)."""
     if n_seqs < 1:
         raise ValueError(f"n_seqs={n_seqs} must be ≥ 1")
     n_var, S, p = cfg.task.n_var, cfg.task.n_shots, cfg.task.p
@@ -270,6 +272,8 @@ def label_noise(model: torch.nn.Module, cfg: Config, tasks: Tasks, split: str, *
     gen = torch.Generator().manual_seed(seed)
     correct = np.zeros((S, S), dtype=np.int64)
     count = np.zeros((S, S), dtype=np.int64)
+    correct_all = np.zeros((S, S), dtype=np.int64)
+    count_all = np.zeros((S, S), dtype=np.int64)
     done, step = 0, 0
     kk = np.arange(S)[None, :]
     while done < n_seqs:
@@ -288,6 +292,10 @@ def label_noise(model: torch.nn.Module, cfg: Config, tasks: Tasks, split: str, *
         keep = j < kk  # j < k: at least one clean example
         np.add.at(count, (np.broadcast_to(kk, (B, S))[keep], j[keep]), 1)
         np.add.at(correct, (np.broadcast_to(kk, (B, S))[keep], j[keep]), right[keep])
+        j_all = np.cumsum(bad.numpy(), 1)  # (B, S): wrong z among shots 0 … k, the query's own included
+        keep = j_all <= kk  # the paper's j < number of points: at least one point clean
+        np.add.at(count_all, (np.broadcast_to(kk, (B, S))[keep], j_all[keep]), 1)
+        np.add.at(correct_all, (np.broadcast_to(kk, (B, S))[keep], j_all[keep]), right[keep])
         done += B
         step += 1
-    return {"correct": correct, "count": count}
+    return {"correct": correct, "count": count, "correct_all": correct_all, "count_all": count_all}

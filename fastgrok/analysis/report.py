@@ -22,6 +22,7 @@ from .source import Subject
 
 NEEDS_PLANE = ("grid", "heads", "cosine")  # over all (x, y) ∈ Z_p²: n_var = 2 only
 NOISE_SPLITS = ("train", "ood_train")       # i.d. and o.o.d. tasks, on the inputs the run trained on
+NOISE_PROTOCOLS = ("fastgrok", "paper")     # paper: label_noise.ipynb, j of all points, test inputs, id+ood averaged
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Options:
     draw: str = "fastgrok"                  # else "paper": k-shot_inference_grid.py's random.seed(1) over Z_p²
     all_tasks: bool = False                 # grid: every i.d. and o.o.d. task, the same inputs for each
     vocab: str = "numbers"                  # grid: argmax over the p number tokens (the paper) or "full"
+    noise_protocol: str = "fastgrok"        # label noise: j of the k examples, train inputs; or "paper"
 
 
 def resolve(subject: Subject, opts: Options) -> tuple[str, ...]:
@@ -79,6 +81,8 @@ def check_options(subject: Subject, opts: Options) -> None:
         raise ValueError(f"half_width={opts.half_width} must lie in (0, 0.5)")
     if opts.noise_seqs < 1:
         raise ValueError(f"noise_seqs={opts.noise_seqs} must be ≥ 1")
+    if opts.noise_protocol not in NOISE_PROTOCOLS:
+        raise ValueError(f"--noise-protocol {opts.noise_protocol!r} is not one of {', '.join(NOISE_PROTOCOLS)}")
     if opts.draw not in DRAWS:
         raise ValueError(f"--draw {opts.draw!r} is not one of {', '.join(DRAWS)}")
     if opts.vocab not in probe.VOCABS:
@@ -406,14 +410,25 @@ def run_cosine(s: Subject, st: Setting, opts: Options) -> Result:
 
 
 def run_noise(s: Subject, st: Setting, opts: Options) -> Result:
+    paper = opts.noise_protocol == "paper"
+    splits = ("id_test", "ood_test") if paper else NOISE_SPLITS
     sets = {}
-    for split in NOISE_SPLITS:
+    for split in splits:
         r = probe.label_noise(s.model, s.cfg, s.tasks, split, n_seqs=opts.noise_seqs, seed=opts.seed)
+        correct, count = (r["correct_all"], r["count_all"]) if paper else (r["correct"], r["count"])
         with np.errstate(invalid="ignore", divide="ignore"):
-            acc = np.where(r["count"] > 0, r["correct"] / np.maximum(r["count"], 1), np.nan)
-        sets[split] = dict(acc=_r(acc), count=r["count"].tolist(), n_seqs=opts.noise_seqs)
-    return dict(index="[k][j]: k clean-or-noisy examples before the query, j of them with a wrong z (j < k)",
-                chance=1.0 / s.p, sets=sets), {}
+            acc = np.where(count > 0, correct / np.maximum(count, 1), np.nan)
+        sets[split] = dict(acc=_r(acc), count=count.tolist(), n_seqs=opts.noise_seqs)
+    if paper:  # the notebook averages over its tasks, half i.d. and half o.o.d.: the two sets' mean
+        a, b = (np.array(sets[x]["acc"], dtype=float) for x in splits)
+        sets["mean"] = dict(acc=_r((a + b) / 2), count=(np.array(sets[splits[0]]["count"]) +
+                                                     np.array(sets[splits[1]]["count"])).tolist(),
+                            n_seqs=2 * opts.noise_seqs)
+        index = ("[k][j]: k examples before the query, j wrong z among all k + 1 points, the query's own included "
+                 "(label_noise.ipynb), j ≤ k; test inputs; 'mean': i.d. and o.o.d. averaged")
+    else:
+        index = "[k][j]: k clean-or-noisy examples before the query, j of them with a wrong z (j < k); train inputs"
+    return dict(protocol=opts.noise_protocol, index=index, chance=1.0 / s.p, sets=sets), {}
 
 
 RUNNERS: dict[str, Callable[[Subject, Setting, Options], Result]] = dict(
