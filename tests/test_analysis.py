@@ -427,6 +427,24 @@ def test_label_noise_paper_protocol(trained_run, tmp_path):
     assert (out / "noise.png").stat().st_size > 1000
 
 
+def test_grid_legend_hides_no_curve(trained_run, tmp_path):
+    """The strata panel's legend sits outside its axes (it covered the model's curve from k ≥ 7 before)."""
+    pytest.importorskip("matplotlib")
+    from fastgrok.analysis.figures import _strata_axes
+    from fastgrok.sweep.plot import pyplot
+    analyze(open_source(trained_run), Options(what=("grid",), figures=False), tmp_path)
+    g = json.loads((tmp_path / "grid.json").read_text())
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    _strata_axes(ax, g["rows"], [n for n in STRATA if n != "outside_span"] + ["combination"], g["chance"], "t")
+    fig.canvas.draw()
+    legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= box.x1 - 1  # entirely right of the axes (1 px of rounding)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("chance 1/p = 0.200") for t in labels) and any("ratio" in t for t in labels)
+    plt.close(fig)
+
+
 def test_analyze_is_deterministic_and_redraws_from_json(trained_run, tmp_path):
     subject = open_source(trained_run)
     opts = Options(noise_seqs=256, seed=3, figures=False)
