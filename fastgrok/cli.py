@@ -96,6 +96,9 @@ def _add_analyze_parser(sub: Any) -> None:
     a.add_argument("--noise-protocol", default="fastgrok", choices=("fastgrok", "paper"), help="label noise: j of "
                    "the k examples before the query on train inputs (fastgrok), or the paper's label_noise.ipynb (j "
                    "of all points, the query's own included, test inputs, i.d. and o.o.d. averaged)")
+    a.add_argument("--tasks-from", default=None, choices=("fastgrok",), help="a paper-format checkpoint that "
+                   "fastgrok-paper trained: its tasks are fastgrok's draw, so kshot, noise and the i.d./o.o.d. labels "
+                   "run (without it they do not: the paper's code draws its tasks from its training seed)")
     a.add_argument("--vocab", default="numbers", choices=("numbers", "full"), help="grid: argmax over the p number "
                    "tokens as the paper (default) or over the whole vocabulary")
     a.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda, cuda:1")
@@ -139,7 +142,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     opts = Options(what=what, task=_parse_ints(args.task, "--task", 2) if args.task is not None else None,
                    shots=args.shots, layer=args.layer, head=args.head, seed=args.seed, noise_seqs=args.noise_seqs,
                    figures=not args.no_figures, draw=args.draw, all_tasks=args.all_tasks, vocab=args.vocab,
-                   noise_protocol=args.noise_protocol,
+                   noise_protocol=args.noise_protocol, tasks_from=args.tasks_from,
                    context=_parse_context(args.context) if args.context is not None else None)
     subject = open_source(args.source, checkpoint=args.checkpoint, device=args.device, fields=fields_given)
     log = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))
@@ -148,8 +151,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         f"{subject.cfg.model.n_embd}, {subject.cfg.model.n_head} heads, {len(subject.tasks.pretrain)} pre-training "
         f"tasks, {len(subject.tasks.ood)} o.o.d.")
     if subject.source == subject.checkpoint:  # a checkpoint file: its task set is fastgrok's draw for the fields
-        log(f"tasks: fastgrok's draw for p={subject.p}, data_seed={subject.cfg.task.data_seed} (the ones trained on if "
-            "fastgrok-paper trained it; not those of the paper's own code, which draws them from its training seed)")
+        if args.tasks_from == "fastgrok":
+            log(f"tasks: fastgrok's draw for p={subject.p}, data_seed={subject.cfg.task.data_seed}, the ones "
+                "fastgrok-paper trained on (--tasks-from fastgrok)")
+        else:
+            log("tasks: not known (the paper's code draws them from its training seed): no i.d./o.o.d. labels, no "
+                "kshot or noise; --tasks-from fastgrok if fastgrok-paper trained it")
     if subject.checkpoint.endswith("best.pt"):
         log("weights: best.pt, chosen on o.o.d. test accuracy: its o.o.d. test numbers are biased upward (every "
             "output says so; --checkpoint last for the unselected end of training)")

@@ -498,7 +498,7 @@ def test_analyze_a_paper_checkpoint_reads_p_and_tasks_from_its_name(tmp_path, ca
     from fastgrok.tasks import make_tasks
     assert torch.equal(subject.tasks.pretrain, make_tasks(subject.cfg.task).pretrain)
     assert main(["analyze", str(path), "--task", "2,3", "--shots", "4", "--layer", "1", "--head", "1", "--quiet",
-                 *FAST]) == 0
+                 "--tasks-from", "fastgrok", *FAST]) == 0
     assert capsys.readouterr().out == ""
     out = path.with_name(path.stem + ".analysis")
     for name in ANALYSES:
@@ -518,6 +518,15 @@ def test_analyze_a_paper_checkpoint_reads_p_and_tasks_from_its_name(tmp_path, ca
     bare.write_bytes(path.read_bytes())
     assert main(["analyze", str(bare), "--p", "7", "--n-pl", "2", "--n-shots", "6", "--what", "embedding",
                  "--no-figures", "--quiet"]) == 0
+    # without --tasks-from the task set is not known: no set analyses, no i.d./o.o.d. label, said in one line
+    other = tmp_path / "unknown"
+    assert main(["analyze", str(path), "--task", "2,3", "--shots", "4", "--no-figures", "--out", str(other)]) == 0
+    assert "tasks: not known" in capsys.readouterr().out
+    index = json.loads((other / "index.json").read_text())
+    assert "kshot" not in index["analyses"] and "noise" not in index["analyses"] and "grid" in index["analyses"]
+    assert json.loads((other / "grid.json").read_text())["task_kind"] == "unknown"
+    assert "--tasks-from fastgrok" in _err(capsys, ["analyze", str(path), "--what", "kshot"])
+    assert "--tasks-from fastgrok" in _err(capsys, ["analyze", str(path), "--what", "grid", "--all-tasks"])
 
 
 def _err(capsys, argv):

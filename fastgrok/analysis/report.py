@@ -21,6 +21,7 @@ from . import probe
 from .source import Subject
 
 NEEDS_PLANE = ("grid", "heads", "cosine")  # over all (x, y) ∈ Z_p²: n_var = 2 only
+NEEDS_SETS = ("kshot", "noise")             # about the i.d./o.o.d. sets: only where the task set is known
 NOISE_SPLITS = ("train", "ood_train")       # i.d. and o.o.d. tasks, on the inputs the run trained on
 NOISE_PROTOCOLS = ("fastgrok", "paper")     # paper: label_noise.ipynb, j of all points, test inputs, id+ood averaged
 
@@ -44,13 +45,27 @@ class Options:
     all_tasks: bool = False                 # grid: every i.d. and o.o.d. task, the same inputs for each
     vocab: str = "numbers"                  # grid: argmax over the p number tokens (the paper) or "full"
     noise_protocol: str = "fastgrok"        # label noise: j of the k examples, train inputs; or "paper"
+    tasks_from: str | None = None           # a paper-format checkpoint: "fastgrok" = fastgrok-paper trained it
+
+
+def tasks_known(subject: Subject, opts: Options) -> bool:
+    """Whether the subject's i.d./o.o.d. task sets are the ones it trained on: a run folder's always are; a
+    paper-format checkpoint's are fastgrok's draw for its fields, its own only if fastgrok-paper trained it
+    (--tasks-from fastgrok), since the paper's code draws tasks from its training seed."""
+    return subject.source != subject.checkpoint or opts.tasks_from == "fastgrok"
 
 
 def resolve(subject: Subject, opts: Options) -> tuple[str, ...]:
     """The analyses to run, checked against the model; ValueError naming what does not fit."""
     n_var = subject.cfg.task.n_var
+    known = tasks_known(subject, opts)
     if not opts.what:
-        return tuple(a for a in ANALYSES if n_var == 2 or a not in NEEDS_PLANE)
+        return tuple(a for a in ANALYSES if (n_var == 2 or a not in NEEDS_PLANE) and (known or a not in NEEDS_SETS))
+    sets = [a for a in opts.what if a in NEEDS_SETS]
+    if sets and not known:
+        raise ValueError(f"{', '.join(sets)}: a paper-format checkpoint's i.d. and o.o.d. tasks are not known (the "
+                         "paper's code draws them from its training seed); pass --tasks-from fastgrok if "
+                         "fastgrok-paper trained it, whose tasks are fastgrok's draw for these fields")
     unknown = [a for a in opts.what if a not in ANALYSES]
     if unknown:
         raise ValueError(f"unknown analysis {', '.join(map(repr, unknown))}; analyses: {', '.join(ANALYSES)}")
@@ -81,6 +96,11 @@ def check_options(subject: Subject, opts: Options) -> None:
         raise ValueError(f"half_width={opts.half_width} must lie in (0, 0.5)")
     if opts.noise_seqs < 1:
         raise ValueError(f"noise_seqs={opts.noise_seqs} must be ≥ 1")
+    if opts.tasks_from not in (None, "fastgrok"):
+        raise ValueError(f"--tasks-from {opts.tasks_from!r}: the one known source is fastgrok (fastgrok-paper)")
+    if opts.all_tasks and not tasks_known(subject, opts):
+        raise ValueError("--all-tasks: a paper-format checkpoint's i.d. and o.o.d. tasks are not known; pass "
+                         "--tasks-from fastgrok if fastgrok-paper trained it")
     if opts.noise_protocol not in NOISE_PROTOCOLS:
         raise ValueError(f"--noise-protocol {opts.noise_protocol!r} is not one of {', '.join(NOISE_PROTOCOLS)}")
     if opts.draw not in DRAWS:
@@ -188,6 +208,8 @@ def setting(subject: Subject, opts: Options) -> Setting:
         kind = task_kind(subject, task)
     else:
         task, kind = default_task(subject) if subject.cfg.task.n_var == 2 else ((0, 0), "none")
+    if not tasks_known(subject, opts) and kind in ("id", "ood"):
+        kind = "unknown"  # never labelled with fastgrok's draw: whether the run trained on it is not known
     K = subject.cfg.task.n_shots - 1 if opts.shots is None else opts.shots
     p = subject.p
     if subject.cfg.task.n_var != 2:
