@@ -275,6 +275,10 @@ def test_kshot_grid_equals_plain_forward_passes(backend, dtype, p, k):
     want_lg = torch.stack(logits)[..., :p].view(k, p, p, p)
     np.testing.assert_allclose(lg, want_lg.float().numpy(), atol=1e-4 if dtype == torch.float32 else 1e-9, rtol=1e-4)
     np.testing.assert_array_equal(preds, want_lg.argmax(-1).numpy())
+    from fastgrok.analysis.probe import logit_lens
+    lens = logit_lens(model, ex, p)  # (K, L, p, p): its last layer is the model's own answer
+    assert lens.shape == (k, 2, p, p)
+    np.testing.assert_array_equal(lens[:, -1], preds)
     assert 0.02 < grid.mean() < 0.98  # not a constant answer: the comparison means something
     tr = trace(model, torch.as_tensor(np.tile(ex.reshape(-1), (2, 1))))
     torch.testing.assert_close(tr.logits, model(torch.as_tensor(np.tile(ex.reshape(-1), (2, 1)))),
@@ -346,8 +350,11 @@ def test_analyze_a_run_writes_every_figure_and_its_numbers(trained_run, tmp_path
         assert sum(grid["rows"][n]["n"][k] for n in STRATA) == 25
         assert sum(grid["rows"][n]["right"][k] for n in STRATA) == model_ok[k].sum()
         assert grid["model_acc"][k] == pytest.approx(model_ok[k].mean())
+    last = grid["logit_lens"]["layers"]["0"]  # a depth-1 model: the lens at its one block is its answer
+    assert [last[n]["right"] for n in STRATA] == [grid["rows"][n]["right"] for n in STRATA]
     with np.load(out / "grid.npz") as z:
         assert z["logits"].shape == (K, 5, 5, 5) and np.array_equal(z["preds"], np.array(grid["preds"]))
+        assert z["lens_preds"].shape == (K, 1, 5, 5)
         assert np.array_equal(z["logits"].argmax(-1), z["preds"])
     att = np.array(json.loads((out / "attention.json").read_text())["attention"])
     assert att.shape == (1, 2, 17, 17) and np.allclose(att.sum(-1), 1, atol=1e-3)

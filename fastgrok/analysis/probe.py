@@ -174,6 +174,27 @@ def grid_logits(model: torch.nn.Module, examples: np.ndarray, p: int,
 
 
 @torch.no_grad()
+def logit_lens(model: torch.nn.Module, examples: np.ndarray, p: int, vocab: str = "numbers") -> np.ndarray:
+    """(K, L, p, p) int64: the answer read off the residual stream after each block (the final layer norm and
+    the head applied to it, a per-layer logit lens) at every query's y token after the first k examples.
+    Its last layer is grid_logits' answer."""
+    if vocab not in VOCABS:
+        raise ValueError(f"vocab={vocab!r} is not one of {', '.join(VOCABS)}")
+    ex = check_examples(examples, p)
+    dev = _device(model)
+    full = prefix_of(model, torch.as_tensor(ex, device=dev).reshape(-1))
+    queries = torch.as_tensor(all_queries(p), device=dev)  # (p², 2)
+    out = []
+    for k in range(1, len(ex) + 1):
+        tr = trace(model, queries, full.upto(3 * k), record=True)
+        res = torch.stack([b[:, -1] for b in tr.blocks])  # (L, p², C) at the y token
+        lg = model.lm_head(model.transformer.ln_f(res))  # (L, p², V)
+        lg = lg[..., :p] if vocab == "numbers" else lg
+        out.append(lg.argmax(-1).view(-1, p, p).cpu().numpy())
+    return np.stack(out).astype(np.int64)
+
+
+@torch.no_grad()
 def kshot_grid(model: torch.nn.Module, task: tuple[int, int], examples: np.ndarray, p: int,
                vocab: str = "numbers") -> np.ndarray:
     """(K, p, p) bool: correct[k−1, x, y] is whether the model, given the first k of the K examples, answers

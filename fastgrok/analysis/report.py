@@ -293,6 +293,11 @@ def run_grid(s: Subject, st: Setting, opts: Options) -> Result:
                 arrays="grid.npz")
     arrays: dict[str, np.ndarray] = dict(preds=preds.astype(np.int16), logits=logits.astype(np.float32),
                                          strata=dec["strata"].astype(np.int8))
+    lens = probe.logit_lens(s.model, ctx, p, opts.vocab)  # (K, L, p, p): the answer after each block
+    data["logit_lens"] = dict(
+        about="the answer read off the residual after each block (final layer norm and head applied), per layer",
+        layers={str(i): _rows_json(alg.decompose(lens[:, i], ctx, st.task, p)["rows"]) for i in range(lens.shape[1])})
+    arrays["lens_preds"] = lens.astype(np.int16)
     if opts.all_tasks:
         t1 = time.perf_counter()
         tasks = [("id", tuple(int(v) for v in w)) for w in s.tasks.pretrain] + \
