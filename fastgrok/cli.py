@@ -71,7 +71,7 @@ def _add_analyze_parser(sub: Any) -> None:
     a = sub.add_parser("analyze", help="the paper's interpretability study of a run or checkpoint: k-shot, Figure 5's "
                        "grid, attention, embeddings, heads, cosine, label noise (PNGs and JSON)",
                        description="Study a trained model: SOURCE is a run folder (its last.pt, else best.pt) or a "
-                       "checkpoint in the paper's format (p and the task set from its name, or the flags below). "
+                       "checkpoint in the paper's format (p and the task fields from its name, or the flags below). "
                        "Writes NAME.png and NAME.json per analysis to SOURCE/analysis/ (or --out).")
     a.add_argument("source", metavar="RUN_DIR|CHECKPOINT")
     a.add_argument("--what", default=None, metavar="LIST", help=f"comma-separated, of {', '.join(ANALYSES)} "
