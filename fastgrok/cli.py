@@ -71,8 +71,8 @@ def _add_analyze_parser(sub: Any) -> None:
     from .sets import ANALYSES
     a = sub.add_parser("analyze", help="the paper's interpretability study of a run or checkpoint: k-shot, Figure 5's "
                        "grid, attention, embeddings, heads, cosine, label noise (PNGs and JSON)",
-                       description="Study a trained model: SOURCE is a run folder (its best.pt, else last.pt) or a "
-                       "checkpoint in the paper's format (p and the task set from its name, or the flags below). "
+                       description="Study a trained model: SOURCE is a run folder (its last.pt, else best.pt) or a "
+                       "checkpoint in the paper's format (p and the task fields from its name, or the flags below). "
                        "Writes NAME.png and NAME.json per analysis to SOURCE/analysis/ (or --out).")
     a.add_argument("source", metavar="RUN_DIR|CHECKPOINT")
     a.add_argument("--what", default=None, metavar="LIST", help=f"comma-separated, of {', '.join(ANALYSES)} "
@@ -83,11 +83,25 @@ def _add_analyze_parser(sub: Any) -> None:
                    "(default: n_shots - 1)")
     a.add_argument("--layer", type=int, default=None, metavar="L", help="the head drawn large in heads (default 0)")
     a.add_argument("--head", type=int, default=None, metavar="H", help="(default 0)")
-    a.add_argument("--checkpoint", default=None, choices=("best", "last"), help="run folder: best.pt (default, "
-                   "else last.pt) or last.pt")
+    a.add_argument("--checkpoint", default=None, choices=("best", "last"), help="run folder: last.pt (default, "
+                   "else best.pt) or best.pt (chosen on o.o.d. test accuracy: every output says so)")
     a.add_argument("--out", default=None, metavar="DIR", help="where the files go (default: RUN_DIR/analysis/)")
     a.add_argument("--seed", type=int, default=0, help="draw of the fixed context and of the label noise")
     a.add_argument("--noise-seqs", type=int, default=4096, metavar="N", help="label noise: sequences per set")
+    a.add_argument("--context", default=None, metavar="X,Y;X,Y;…", help="the fixed context's inputs (their z from "
+                   "--task), instead of a draw; K = their number")
+    a.add_argument("--draw", default="fastgrok", choices=("fastgrok", "paper"), help="the context's inputs: distinct "
+                   "train inputs drawn by --seed (fastgrok), or the paper's Figure 5 draw (random.seed(1) over all p² "
+                   "inputs, the same for every task)")
+    a.add_argument("--all-tasks", action="store_true", help="grid: every i.d. and o.o.d. task, the same inputs")
+    a.add_argument("--noise-protocol", default="fastgrok", choices=("fastgrok", "paper"), help="label noise: j of "
+                   "the k examples before the query on train inputs (fastgrok), or the paper's label_noise.ipynb (j "
+                   "of all points, the query's own included, test inputs, i.d. and o.o.d. averaged)")
+    a.add_argument("--tasks-from", default=None, choices=("fastgrok",), help="a paper-format checkpoint that "
+                   "fastgrok-paper trained: its tasks are fastgrok's draw, so kshot, noise and the i.d./o.o.d. labels "
+                   "run (without it they do not: the paper's code draws its tasks from its training seed)")
+    a.add_argument("--vocab", default="numbers", choices=("numbers", "full"), help="grid: argmax over the p number "
+                   "tokens as the paper (default) or over the whole vocabulary")
     a.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda, cuda:1")
     a.add_argument("--no-figures", action="store_true", help="the numbers (JSON) alone")
     a.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -106,6 +120,14 @@ def _parse_ints(text: str, flag: str, n: int) -> tuple[int, ...]:
     return values
 
 
+def _parse_context(text: str) -> tuple[tuple[int, int], ...]:
+    """--context "x,y;x,y;…" as (x, y) pairs, or ValueError naming the flag."""
+    pairs = [t.strip() for t in text.split(";") if t.strip()]
+    if not pairs:
+        raise ValueError(f"--context {text!r}: expected x,y pairs separated by ';', e.g. 1,2;3,4")
+    return tuple(_parse_ints(t, "--context", 2) for t in pairs)  # type: ignore[misc]
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import Options, analyze, open_source
     from .config import FIELD_SECTION, SECTIONS, _coerce
@@ -120,7 +142,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         raise ValueError("--what is empty: name analyses, comma-separated")
     opts = Options(what=what, task=_parse_ints(args.task, "--task", 2) if args.task is not None else None,
                    shots=args.shots, layer=args.layer, head=args.head, seed=args.seed, noise_seqs=args.noise_seqs,
-                   figures=not args.no_figures)
+                   figures=not args.no_figures, draw=args.draw, all_tasks=args.all_tasks, vocab=args.vocab,
+                   noise_protocol=args.noise_protocol, tasks_from=args.tasks_from,
+                   context=_parse_context(args.context) if args.context is not None else None)
     subject = open_source(args.source, checkpoint=args.checkpoint, device=args.device, fields=fields_given)
     log = (lambda _: None) if args.quiet else (lambda m: print(m, flush=True))
     step = f" at step {subject.step}" if subject.step is not None else ""
@@ -128,8 +152,15 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         f"{subject.cfg.model.n_embd}, {subject.cfg.model.n_head} heads, {len(subject.tasks.pretrain)} pre-training "
         f"tasks, {len(subject.tasks.ood)} o.o.d.")
     if subject.source == subject.checkpoint:  # a checkpoint file: its task set is fastgrok's draw for the fields
-        log(f"tasks: fastgrok's draw for p={subject.p}, data_seed={subject.cfg.task.data_seed} (the ones trained on if "
-            "fastgrok-paper trained it; not those of the paper's own code, which draws them from its training seed)")
+        if args.tasks_from == "fastgrok":
+            log(f"tasks: fastgrok's draw for p={subject.p}, data_seed={subject.cfg.task.data_seed}, the ones "
+                "fastgrok-paper trained on (--tasks-from fastgrok)")
+        else:
+            log("tasks: not known (the paper's code draws them from its training seed): no i.d./o.o.d. labels, no "
+                "kshot or noise; --tasks-from fastgrok if fastgrok-paper trained it")
+    if subject.checkpoint.endswith("best.pt"):
+        log("weights: best.pt, chosen on o.o.d. test accuracy: its o.o.d. test numbers are biased upward (every "
+            "output says so; --checkpoint last for the unselected end of training)")
     index = analyze(subject, opts, args.out, log=log)
     out = args.out or subject.out_dir
     log(f"{len(index['analyses'])} analyses in {sum(a['seconds'] for a in index['analyses'].values()):.1f} s → {out}")

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from fastgrok import GPT, Config, save_reference_checkpoint, train
-from fastgrok.analysis import (ANALYSES, Options, analyze, attention_maps, cosine_matrix, discrete_logs,
-                               head_features, kshot_grid, modular_regression, open_source, pca, primitive_root,
-                               ratio_matching, trace)
+from fastgrok.analysis import (ANALYSES, STRATA, Options, analyze, attention_maps, cosine_matrix, decompose,
+                               discrete_logs, grid_logits, head_features, kshot_grid, modular_regression, open_source,
+                               pca, primitive_root, ratio_matching, scaled_example_answers, strata, trace)
 from fastgrok.backends import resolve_ops
 from fastgrok.cli import main
 
@@ -55,6 +55,137 @@ def test_ratio_matching_and_modular_regression_match_brute_force(p):
     for ex in _contexts(p, rng):
         np.testing.assert_array_equal(ratio_matching(ex, p), _brute_ratio(ex, p), err_msg=str(ex.tolist()))
         np.testing.assert_array_equal(modular_regression(ex, p), _brute_span(ex, p), err_msg=str(ex.tolist()))
+
+
+def _brute_strata(ex, p):
+    """Each query's stratum by enumeration, independently of algorithms.strata: in context, else a multiple
+    c·v_i, else ±v_i ± v_j (i ≠ j), else c_i·v_i + c_j·v_j for some pair, else outside."""
+    pts = [(int(x), int(y)) for x, y, _ in ex]
+    out = np.zeros((p, p), np.int64)
+    for q in itertools.product(range(p), repeat=2):
+        if q in pts:
+            s = "in_context"
+        elif q == (0, 0) or any(q == (c * x % p, c * y % p) for x, y in pts for c in range(p)):
+            s = "ratio"
+        elif any(q == ((si * x1 + sj * x2) % p, (si * y1 + sj * y2) % p) for i, (x1, y1) in enumerate(pts)
+                 for j, (x2, y2) in enumerate(pts) if i != j for si in (1, -1) for sj in (1, -1)):
+            s = "combination_simple"
+        elif any(q == ((ci * x1 + cj * x2) % p, (ci * y1 + cj * y2) % p) for i, (x1, y1) in enumerate(pts)
+                 for (x2, y2) in pts[i + 1:] for ci in range(p) for cj in range(p)):
+            s = "combination_general"
+        else:
+            s = "outside_span"
+        out[q] = STRATA.index(s)
+    return out
+
+
+@pytest.mark.parametrize("p", [5, 7, 11, 29])
+def test_strata_match_brute_force_and_partition_the_plane(p):
+    rng = np.random.default_rng(100 + p)
+    contexts = [c for c in _contexts(p, rng) if len(c)] + [np.c_[rng.integers(0, p, (9, 2)), np.zeros(9, np.int64)]]
+    seen = set()
+    for ex in contexts:
+        st = strata(ex, p)
+        np.testing.assert_array_equal(st, _brute_strata(ex, p), err_msg=str(ex.tolist()))
+        seen |= set(np.unique(st).tolist())
+        preds = np.zeros((len(ex), p, p), np.int64)
+        rows = decompose(preds, ex, (1, 2), p)["rows"]
+        for k in range(len(ex)):  # the strata partition Z_p²; "combination" is the two combination strata
+            assert sum(rows[n]["n"][k] for n in STRATA) == p * p
+            both = rows["combination_simple"]["n"][k] + rows["combination_general"]["n"][k]
+            assert rows["combination"]["n"][k] == both
+        assert rows["combination"]["n"][0] == 0  # one example combines with nothing
+    assert seen == set(range(len(STRATA)))  # every stratum occurs among these contexts: the check covers each
+
+
+def _planted_preds(ex, task, p, rng, solves=("in_context", "ratio")):
+    """A planted model: the right z on the strata it solves, a uniform guess elsewhere."""
+    g = np.arange(p)
+    want = (task[0] * g[:, None] + task[1] * g[None, :]) % p
+    out = []
+    for k in range(1, len(ex) + 1):
+        ok = np.isin(strata(ex[:k], p), [STRATA.index(s) for s in solves])
+        out.append(np.where(ok, want, rng.integers(0, p, (p, p))))
+    return np.stack(out)
+
+
+def test_a_ratio_matcher_shows_combination_at_chance_and_a_regressor_does_not():
+    p, task = 29, (3, 7)
+    rng = np.random.default_rng(0)
+    pts = rng.permutation(p * p)[:12]
+    ex = np.c_[pts // p, pts % p, (task[0] * (pts // p) + task[1] * (pts % p)) % p]
+    rm = decompose(_planted_preds(ex, task, p, rng), ex, task, p)["rows"]
+    assert rm["ratio"]["acc"].tolist() == [1.0] * 12 and rm["in_context"]["acc"].tolist() == [1.0] * 12
+    comb = rm["combination"]
+    n, right = np.sum(comb["n"][1:]), np.sum(comb["right"][1:])
+    assert n > 5000  # k = 2 … 12: most of the 841 queries each
+    # a uniform guess is right with probability 1/p: binomial, 4 standard deviations (a 1-in-16,000 miss)
+    assert abs(right / n - 1 / p) < 4 * np.sqrt((1 / p) * (1 - 1 / p) / n), (right, n)
+    for k in range(1, 12):  # and per k, the Wilson interval of the stratum is about chance, far below 1
+        assert comb["hi"][k] < 0.15
+    mr = decompose(_planted_preds(ex, task, p, rng, solves=STRATA[:4]), ex, task, p)["rows"]
+    assert all(a == 1.0 for a in mr["combination"]["acc"][1:]) and all(lo > 0.9 for lo in mr["combination"]["lo"][1:])
+    assert np.isnan(mr["combination"]["acc"][0])  # k = 1: no combination query exists
+    # what a wrong answer is: the planted guesses hit a scaled example's answer at the chance rate
+    w = rm["combination"]
+    wrong = np.sum(w["n"][1:]) - np.sum(w["right"][1:])
+    hits, chance = np.sum(w["wrong_scaled"][1:]), np.sum(w["wrong_scaled_chance"][1:])
+    assert 0 < chance < wrong and abs(hits - chance) < 4 * np.sqrt(chance), (hits, chance, wrong)
+
+
+def test_scaled_example_answers_brute_force():
+    p = 7
+    ex = np.array([[1, 3, 5], [0, 2, 4], [3, 0, 1], [0, 0, 0]])
+    hit = scaled_example_answers(ex, p)
+    for x, y in itertools.product(range(p), repeat=2):
+        want = set()
+        for xi, yi, zi in ex:
+            want |= {c * zi % p for c in range(p) if xi and c * xi % p == x}
+            want |= {c * zi % p for c in range(p) if yi and c * yi % p == y}
+        assert set(np.flatnonzero(hit[x, y]).tolist()) == want, (x, y)
+
+
+def test_paper_draw_is_the_scripts_random_seed_1():
+    import random
+    from fastgrok.analysis.report import paper_ids
+    random.seed(1)
+    want = [random.randint(0, 29 * 29 - 1) for _ in range(28)]  # k-shot_inference_grid.py, p = 29
+    random.seed(12345)
+    state = random.getstate()
+    assert paper_ids(29, 28) == want and len(set(want)) == 28
+    assert random.getstate() == state  # the caller's random stream untouched
+    # the 29th draw repeats an earlier id: the script's assert stops there, so does the draw (in one line)
+    with pytest.raises(ValueError, match=r"repeats input \(28, 9\) at shot 29.*--shots 28"):
+        paper_ids(29, 31)
+
+
+def test_centred_cosine_sees_what_a_shared_component_hides():
+    from fastgrok.analysis.algorithms import centred_cosine_matrix, shared_over_spread
+    rng = np.random.default_rng(0)
+    vary = rng.standard_normal((40, 16))
+    shared = 30 * np.r_[1.0, np.zeros(15)]  # one component every row shares, norm 30 against a per-row RMS of 4
+    X = vary + shared
+    spread = np.sqrt(((vary - vary.mean(0)) ** 2).sum(1).mean())  # RMS ≈ 4: the per-row variation
+    assert shared_over_spread(X) == pytest.approx(np.linalg.norm(vary.mean(0) + shared) / spread, rel=1e-9)
+    assert shared_over_spread(X) > 6
+    paper, centred = cosine_matrix(X), centred_cosine_matrix(X)
+    off = ~np.eye(40, dtype=bool)
+    assert paper[off].min() > 0.9  # the paper's normalisation saturates: everything looks alike
+    np.testing.assert_allclose(centred, centred_cosine_matrix(vary), atol=1e-12)  # the shared part is gone
+    assert np.abs(centred[off]).mean() < 0.35  # random directions in 16 dims: |cos| ≈ 0.2
+
+
+def test_task_bootstrap_and_the_pca_baseline():
+    from fastgrok.analysis.algorithms import bootstrap_task_mean
+    from fastgrok.analysis.report import pca_warning, random_pca_shares
+    acc = np.array([[0.1, 0.9], [0.2, 0.9], [0.9, 0.9], [np.nan, np.nan]])  # the last task never drawn
+    lo, hi = bootstrap_task_mean(acc)
+    assert lo[1] == hi[1] == pytest.approx(0.9)  # no spread between tasks: no width
+    assert lo[0] <= 0.4 <= hi[0] and hi[0] - lo[0] > 0.2  # mean 0.4, tasks from 0.1 to 0.9
+    assert np.isnan(bootstrap_task_mean(np.full((2, 3), np.nan))[0]).all()
+    assert pca_warning(5, 4) and pca_warning(5, 2) and not pca_warning(29, 4)
+    base = random_pca_shares(5, 64, 4, 0)  # 5 random points: 4 directions share all the variance
+    assert base.sum() == pytest.approx(1.0, abs=0.02) and base[0] < 0.5 and base[-1] > 0.1  # medians: their sum ≈ 1
 
 
 def test_what_each_algorithm_covers():
@@ -137,9 +268,17 @@ def test_kshot_grid_equals_plain_forward_passes(backend, dtype, p, k):
     rng = np.random.default_rng(1)
     pts = np.r_[rng.integers(0, p, (k - 2, 2)), [[0, 0]], rng.integers(0, p, (1, 2))]  # (0, 0) among them
     ex = np.c_[pts, (3 * pts[:, 0] + 4 * pts[:, 1]) % p]
-    grid = kshot_grid(model, task, ex, p)
+    grid = kshot_grid(model, task, ex, p, vocab="full")
     full, logits = _full_grid(model, task, ex, p)
     np.testing.assert_array_equal(grid, full)
+    preds, lg = grid_logits(model, ex, p)  # the default: argmax over the p number tokens, as the paper
+    want_lg = torch.stack(logits)[..., :p].view(k, p, p, p)
+    np.testing.assert_allclose(lg, want_lg.float().numpy(), atol=1e-4 if dtype == torch.float32 else 1e-9, rtol=1e-4)
+    np.testing.assert_array_equal(preds, want_lg.argmax(-1).numpy())
+    from fastgrok.analysis.probe import logit_lens
+    lens = logit_lens(model, ex, p)  # (K, L, p, p): its last layer is the model's own answer
+    assert lens.shape == (k, 2, p, p)
+    np.testing.assert_array_equal(lens[:, -1], preds)
     assert 0.02 < grid.mean() < 0.98  # not a constant answer: the comparison means something
     tr = trace(model, torch.as_tensor(np.tile(ex.reshape(-1), (2, 1))))
     torch.testing.assert_close(tr.logits, model(torch.as_tensor(np.tile(ex.reshape(-1), (2, 1)))),
@@ -159,6 +298,9 @@ def test_attention_maps_and_head_features_shapes():
     # the x token sees only x (and the context): rows with the same x agree there
     h = f["heads"][0, 0, :, 0].view(7, 7, 64)
     torch.testing.assert_close(h, h[:, :1].expand_as(h))
+    fz = head_features(model, ex, 7, task=(2, 3))  # with the z token: x and y unchanged (causal), z appended
+    assert fz["heads"].shape == (2, 2, 49, 3, 64) and fz["blocks"].shape == (2, 49, 3, 64)
+    torch.testing.assert_close(fz["heads"][..., :2, :], f["heads"], atol=1e-6, rtol=1e-6)
     # the heads' outputs sum to the attention's output projection of the block
     layer0 = model.transformer.h[0]
     idx = torch.as_tensor(np.concatenate([np.tile(ex.reshape(-1), (49, 1)), np.stack(np.meshgrid(
@@ -201,10 +343,19 @@ def test_analyze_a_run_writes_every_figure_and_its_numbers(trained_run, tmp_path
     assert K == 5 and np.array(grid["model"]).shape == (K, 5, 5)
     assert grid["task_kind"] == "ood" and len(grid["context"]) == K
     ctx = np.array(grid["context"])
-    np.testing.assert_array_equal(np.array(grid["modular_regression"][1]), modular_regression(ctx[:2], 5))
-    for key in ("model_acc", "rm_coverage", "mr_coverage", "rm_explains", "mr_explains"):
-        assert len(grid[key]) == K and all(0 <= v <= 1 for v in grid[key])
-    assert all(m >= r for m, r in zip(grid["mr_coverage"], grid["rm_coverage"]))
+    np.testing.assert_array_equal(np.array(grid["strata"][1]), strata(ctx[:2], 5))
+    assert grid["vocab"] == "numbers" and "logits[:, :, :p]" in grid["argmax"]
+    model_ok = np.array(grid["model"])
+    for k in range(K):  # the rows add up to the grid they come from
+        assert sum(grid["rows"][n]["n"][k] for n in STRATA) == 25
+        assert sum(grid["rows"][n]["right"][k] for n in STRATA) == model_ok[k].sum()
+        assert grid["model_acc"][k] == pytest.approx(model_ok[k].mean())
+    last = grid["logit_lens"]["layers"]["0"]  # a depth-1 model: the lens at its one block is its answer
+    assert [last[n]["right"] for n in STRATA] == [grid["rows"][n]["right"] for n in STRATA]
+    with np.load(out / "grid.npz") as z:
+        assert z["logits"].shape == (K, 5, 5, 5) and np.array_equal(z["preds"], np.array(grid["preds"]))
+        assert z["lens_preds"].shape == (K, 1, 5, 5)
+        assert np.array_equal(z["logits"].argmax(-1), z["preds"])
     att = np.array(json.loads((out / "attention.json").read_text())["attention"])
     assert att.shape == (1, 2, 17, 17) and np.allclose(att.sum(-1), 1, atol=1e-3)
     emb = json.loads((out / "embedding.json").read_text())
@@ -215,7 +366,90 @@ def test_analyze_a_run_writes_every_figure_and_its_numbers(trained_run, tmp_path
         assert count[np.triu_indices(6)].sum() == 0 and count[1:].sum() > 0  # only j < k
         assert np.nanmin(acc) >= 0 and np.nanmax(acc) <= 1
     with np.load(out / "cosine.npz") as z:
-        assert z["heads"].shape == (1, 2, 25, 25) and z["blocks"].shape == (1, 25, 25)
+        assert z["heads"].shape == (1, 2, 3, 2, 25, 25) and z["blocks"].shape == (1, 3, 2, 25, 25)  # x y z, 2 norms
+
+
+def test_grid_context_given_paper_draw_all_tasks_and_full_vocab(trained_run, tmp_path, capsys):
+    run = str(trained_run)
+    a = tmp_path / "given"
+    assert main(["analyze", run, "--what", "grid", "--task", "1,3", "--context", "1,2; 3,4;0,0", "--no-figures",
+                 "--quiet", "--out", str(a)]) == 0
+    g = json.loads((a / "grid.json").read_text())
+    assert g["context"] == [[1, 2, 2], [3, 4, 0], [0, 0, 0]] and g["context_draw"] == "given" and g["shots"] == 3
+    assert g["rows"]["in_context"]["n"] == [1, 2, 3]  # the given points are the in-context queries, one per k
+    b = tmp_path / "paper"
+    assert main(["analyze", run, "--what", "grid", "--draw", "paper", "--no-figures", "--quiet", "--out", str(b)]) == 0
+    g = json.loads((b / "grid.json").read_text())
+    from fastgrok.analysis.report import paper_ids
+    ids = paper_ids(5, 5)
+    assert [c[:2] for c in g["context"]] == [[i // 5, i % 5] for i in ids] and g["context_draw"] == "paper"
+    c = tmp_path / "all"
+    assert main(["analyze", run, "--what", "grid", "--draw", "paper", "--all-tasks", "--vocab", "full", "--quiet",
+                 "--out", str(c)]) == 0
+    g = json.loads((c / "grid.json").read_text())
+    subject = open_source(trained_run)
+    n_id, n_ood = len(subject.tasks.pretrain), len(subject.tasks.ood)
+    at = g["all_tasks"]
+    assert g["vocab"] == "full" and len(at["per_task"]) == n_id + n_ood and at["kinds"].count("ood") == n_ood
+    for kind, n_tasks in (("id", n_id), ("ood", n_ood)):
+        pooled = at["pooled"][kind]
+        for k in range(5):
+            assert sum(pooled[n]["n"][k] for n in STRATA) == 25 * n_tasks
+    with np.load(c / "grid.npz") as z:
+        assert z["task_preds"].shape == (n_id + n_ood, 5, 5, 5) and z["task_logits"].shape[:2] == (n_id + n_ood, 5)
+        i = at["tasks"].index(g["task"])  # the grid's own task is among them, with the same answers
+        assert np.array_equal(z["task_preds"][i], z["preds"])
+    assert (c / "grid.png").stat().st_size > 1000
+    assert "outside Z_5²" in _err(capsys, ["analyze", run, "--context", "1,2;9,9"])
+    assert "expected 2 comma-separated" in _err(capsys, ["analyze", run, "--context", "1,2;3"])
+    assert "drop --shots" in _err(capsys, ["analyze", run, "--context", "1,2;3,4", "--shots", "3"])
+    assert "pass one of the two" in _err(capsys, ["analyze", run, "--context", "1,2", "--draw", "paper"])
+    assert "holds 1 … 5" in _err(capsys, ["analyze", run, "--context", "1,1;1,2;1,3;1,4;2,1;2,2"])
+
+
+def test_label_noise_paper_protocol(trained_run, tmp_path):
+    from fastgrok.analysis.probe import label_noise
+    subject = open_source(trained_run)
+    r = label_noise(subject.model, subject.cfg, subject.tasks, "ood_test", n_seqs=4096, seed=0)
+    S = subject.cfg.task.n_shots
+    count_all, count = r["count_all"], r["count"]
+    assert count_all[np.triu_indices(S, 1)].sum() == 0  # j ≤ k: at least one of the k + 1 points clean
+    assert count[np.triu_indices(S)].sum() == 0          # j < k
+    # wrong z among shots 0 … k is the wrong z before shot k + 1: the same sequences, counted at the next shot
+    np.testing.assert_array_equal(count_all[:-1], count[1:])
+    # and with the query's z clean (j_all = 0) the sequences are a subset of those clean before it
+    assert (count_all[1:, 0] <= count[1:, 0]).all() and (r["correct_all"][1:, 0] <= r["correct"][1:, 0]).all()
+    # q ~ U(0, 1) per sequence: the wrong z among k + 1 points is uniform on 0 … k + 1, so each kept j holds
+    # ≈ n/(k + 2) sequences; binomial, 5 standard deviations
+    n = 4096
+    for k in range(1, S):
+        mean = n / (k + 2)
+        assert np.all(np.abs(count_all[k, :k + 1] - mean) < 5 * np.sqrt(mean)), (k, count_all[k, :k + 1])
+    out = tmp_path / "paper"
+    analyze(subject, Options(what=("noise",), noise_protocol="paper", noise_seqs=512, figures=True), out)
+    d = json.loads((out / "noise.json").read_text())
+    assert d["protocol"] == "paper" and set(d["sets"]) == {"id_test", "ood_test", "mean"}
+    a, b, m = (np.array(d["sets"][x]["acc"], dtype=float) for x in ("id_test", "ood_test", "mean"))
+    np.testing.assert_allclose(m, (a + b) / 2, atol=2e-6)  # _r rounds to 6 digits
+    assert (out / "noise.png").stat().st_size > 1000
+
+
+def test_grid_legend_hides_no_curve(trained_run, tmp_path):
+    """The strata panel's legend sits outside its axes (it covered the model's curve from k ≥ 7 before)."""
+    pytest.importorskip("matplotlib")
+    from fastgrok.analysis.figures import _strata_axes
+    from fastgrok.sweep.plot import pyplot
+    analyze(open_source(trained_run), Options(what=("grid",), figures=False), tmp_path)
+    g = json.loads((tmp_path / "grid.json").read_text())
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    _strata_axes(ax, g["rows"], [n for n in STRATA if n != "outside_span"] + ["combination"], g["chance"], "t")
+    fig.canvas.draw()
+    legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= box.x1 - 1  # entirely right of the axes (1 px of rounding)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("chance 1/p = 0.200") for t in labels) and any("ratio" in t for t in labels)
+    plt.close(fig)
 
 
 def test_analyze_is_deterministic_and_redraws_from_json(trained_run, tmp_path):
@@ -235,6 +469,19 @@ def test_analyze_is_deterministic_and_redraws_from_json(trained_run, tmp_path):
     assert json.loads((other / "grid.json").read_text())["context"] != json.loads((a / "grid.json").read_text())["context"]
     from fastgrok.analysis.figures import draw
     assert draw("grid", json.loads((a / "grid.json").read_text()), tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_default_weights_are_last_and_best_says_what_chose_it(trained_run, tmp_path, capsys):
+    a, b = tmp_path / "last", tmp_path / "best"
+    assert main(["analyze", str(trained_run), "--what", "embedding,grid", "--out", str(a)]) == 0
+    assert "biased upward" not in capsys.readouterr().out
+    index = json.loads((a / "index.json").read_text())
+    assert index["weights"]["file"] == "last.pt" and index["step"] == 60 and index["weights"]["chosen_by"] is None
+    assert main(["analyze", str(trained_run), "--what", "embedding,grid", "--checkpoint", "best", "--out", str(b)]) == 0
+    assert "chosen on o.o.d. test accuracy" in capsys.readouterr().out
+    for name in ("embedding", "grid", "index"):
+        w = json.loads((b / f"{name}.json").read_text())["weights"]
+        assert w["file"] == "best.pt" and w["chosen_by"] == "o.o.d. test accuracy" and "biased" in w["note"], name
 
 
 def _paper_checkpoint(folder: Path) -> Path:
@@ -258,7 +505,7 @@ def test_analyze_a_paper_checkpoint_reads_p_and_tasks_from_its_name(tmp_path, ca
     from fastgrok.tasks import make_tasks
     assert torch.equal(subject.tasks.pretrain, make_tasks(subject.cfg.task).pretrain)
     assert main(["analyze", str(path), "--task", "2,3", "--shots", "4", "--layer", "1", "--head", "1", "--quiet",
-                 *FAST]) == 0
+                 "--tasks-from", "fastgrok", *FAST]) == 0
     assert capsys.readouterr().out == ""
     out = path.with_name(path.stem + ".analysis")
     for name in ANALYSES:
@@ -278,6 +525,15 @@ def test_analyze_a_paper_checkpoint_reads_p_and_tasks_from_its_name(tmp_path, ca
     bare.write_bytes(path.read_bytes())
     assert main(["analyze", str(bare), "--p", "7", "--n-pl", "2", "--n-shots", "6", "--what", "embedding",
                  "--no-figures", "--quiet"]) == 0
+    # without --tasks-from the task set is not known: no set analyses, no i.d./o.o.d. label, said in one line
+    other = tmp_path / "unknown"
+    assert main(["analyze", str(path), "--task", "2,3", "--shots", "4", "--no-figures", "--out", str(other)]) == 0
+    assert "tasks: not known" in capsys.readouterr().out
+    index = json.loads((other / "index.json").read_text())
+    assert "kshot" not in index["analyses"] and "noise" not in index["analyses"] and "grid" in index["analyses"]
+    assert json.loads((other / "grid.json").read_text())["task_kind"] == "unknown"
+    assert "--tasks-from fastgrok" in _err(capsys, ["analyze", str(path), "--what", "kshot"])
+    assert "--tasks-from fastgrok" in _err(capsys, ["analyze", str(path), "--what", "grid", "--all-tasks"])
 
 
 def _err(capsys, argv):

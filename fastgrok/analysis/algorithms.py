@@ -9,6 +9,8 @@ Each returns the (p, p) mask of queries it answers right, assuming the examples'
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -148,6 +150,27 @@ def cosine_matrix(features: np.ndarray) -> np.ndarray:
     return X @ X.T
 
 
+def centred_cosine_matrix(features: np.ndarray) -> np.ndarray:
+    """(N, N) cosine similarities of the rows after subtracting their mean row: the part of each feature that
+    varies with the query. The paper's normalisation keeps the component every row shares, which can
+    dominate (all similarities near +1); this one removes it."""
+    X = np.asarray(features, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] < 2:
+        raise ValueError(f"features must be (N, C) with C ≥ 2, got shape {X.shape}")
+    X = X - X.mean(0, keepdims=True)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return X @ X.T
+
+
+def shared_over_spread(features: np.ndarray) -> float:
+    """Norm of the rows' mean over the RMS norm of their deviations from it: ≫ 1 when one component shared by
+    every query dominates the features (the paper's cosine then saturates near +1)."""
+    X = np.asarray(features, dtype=np.float64)
+    mean = X.mean(0)
+    spread = np.sqrt(((X - mean) ** 2).sum(1).mean())
+    return float(np.linalg.norm(mean) / spread) if spread > 0 else float("inf")
+
+
 def wilson_interval(correct: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
     """95 % Wilson score interval (lo, hi) of a proportion correct/n, elementwise; (0, 1) where n = 0."""
     correct, n = np.asarray(correct, dtype=np.float64), np.asarray(n, dtype=np.float64)
@@ -158,3 +181,116 @@ def wilson_interval(correct: np.ndarray, n: np.ndarray, z: float = 1.96) -> tupl
     half = z * np.sqrt(phat * (1 - phat) / safe + z * z / (4 * safe * safe)) / denom
     lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
     return np.where(n > 0, lo, 0.0), np.where(n > 0, hi, 1.0)
+
+
+# ---- Figure 5's decomposition: strata of the queries that an algorithm can fail on ---------------------
+# Modular regression answers every query in the span of the examples, and two independent examples span all
+# of Z_p²: "covered by modular regression" is true by construction from k = 2 on. What can tell the two
+# algorithms apart is where the model is right: on the examples' own lines (ratio matching suffices) or off
+# them (it must combine two or more examples). Each query gets exactly one stratum, the first that fits:
+STRATA = ("in_context", "ratio", "combination_simple", "combination_general", "outside_span")
+STRATUM_HELP = dict(
+    in_context="the query's (x, y) is an example's input (off-distribution for sampling = distinct)",
+    ratio="c·(x_i, y_i) of one example, not in context ((0, 0) here): ratio matching answers it",
+    combination_simple="±(x_i, y_i) ± (x_j, y_j) of two examples, on no example's line",
+    combination_general="c_i·(x_i, y_i) + c_j·(x_j, y_j) otherwise: in the span, on no line, not ±v_i ± v_j",
+    outside_span="outside the examples' span: no algorithm can know its answer",
+)
+GROUPS = dict(combination=("combination_simple", "combination_general"))  # needs ≥ 2 examples
+
+
+def strata(examples: np.ndarray | list, p: int) -> np.ndarray:
+    """(p, p) int: the index in STRATA of every query (x, y) after these examples (their z unused)."""
+    p = check_prime(p)
+    ex = check_examples(examples, p)
+    pts = ex[:, :2]
+    ctx = np.zeros((p, p), dtype=bool)
+    ctx[pts[:, 0], pts[:, 1]] = True
+    line = ratio_matching(ex, p)
+    span = modular_regression(ex, p)
+    simple = np.zeros((p, p), dtype=bool)
+    if len(pts) >= 2:
+        i, j = np.triu_indices(len(pts), 1)
+        for si in (1, -1):
+            for sj in (1, -1):
+                q = (si * pts[i] + sj * pts[j]) % p  # (pairs, 2)
+                simple[q[:, 0], q[:, 1]] = True
+    out = np.full((p, p), STRATA.index("outside_span"), dtype=np.int64)
+    out[span] = STRATA.index("combination_general")
+    out[span & simple] = STRATA.index("combination_simple")
+    out[line] = STRATA.index("ratio")
+    out[ctx] = STRATA.index("in_context")
+    return out
+
+
+def scaled_example_answers(examples: np.ndarray | list, p: int) -> np.ndarray:
+    """(p, p, p) bool: hit[x, y, v] is whether v = c·z_i for an example i scaled to meet the query on one
+    coordinate (c = x / x_i with x_i ≠ 0, or c = y / y_i with y_i ≠ 0): what ratio matching would answer had it
+    taken an example whose line misses the query, "a wrong multiple". Includes the right answer where it is one."""
+    p = check_prime(p)
+    ex = check_examples(examples, p)
+    hit = np.zeros((p, p, p), dtype=bool)
+    g = np.arange(p)
+    X, Y = np.meshgrid(g, g, indexing="ij")  # (p, p)
+    for xi, yi, zi in ex:
+        if xi:
+            hit[X, Y, (X * pow(int(xi), -1, p) * zi) % p] = True
+        if yi:
+            hit[X, Y, (Y * pow(int(yi), -1, p) * zi) % p] = True
+    return hit
+
+
+def decompose(preds: np.ndarray, examples: np.ndarray | list, task: tuple[int, int], p: int) -> dict[str, Any]:
+    """The decomposition of a k-shot grid: preds (K, p, p) the model's answer z at every query after the first
+    k = 1 … K examples. Per k and stratum (STRATA, and the group "combination"): n queries, right, accuracy
+    and its 95 % Wilson interval; of the wrong answers, how many are a scaled example's answer
+    (scaled_example_answers) and how many a uniform wrong guess would make so (`wrong_scaled_chance`).
+    Returns lists over k, and "strata" (K, p, p) the stratum of every query."""
+    p = check_prime(p)
+    ex = check_examples(examples, p)
+    preds = np.asarray(preds)
+    K = len(ex)
+    if preds.shape != (K, p, p):
+        raise ValueError(f"preds must be (K, p, p) = ({K}, {p}, {p}), got {preds.shape}")
+    a, b = task
+    g = np.arange(p)
+    want = (a * g[:, None] + b * g[None, :]) % p  # (p, p)
+    names = STRATA + tuple(GROUPS)
+    rows = {n: dict(n=[], right=[], wrong_scaled=[], wrong_scaled_chance=[]) for n in names}
+    codes = np.zeros((K, p, p), dtype=np.int64)
+    for k in range(1, K + 1):
+        st = strata(ex[:k], p)
+        codes[k - 1] = st
+        right = preds[k - 1] == want
+        hit = scaled_example_answers(ex[:k], p)  # (p, p, p)
+        said = np.take_along_axis(hit, preds[k - 1][..., None].astype(np.int64) % p, 2)[..., 0]
+        hit[g[:, None], g[None, :], want] = False  # the wrong values that are a scaled example's answer
+        chance = hit.sum(-1) / (p - 1)  # (p, p): the share of the p − 1 wrong values that would count
+        for n in names:
+            mask = np.isin(st, [STRATA.index(s) for s in GROUPS.get(n, (n,))])
+            wrong = mask & ~right
+            rows[n]["n"].append(int(mask.sum()))
+            rows[n]["right"].append(int((mask & right).sum()))
+            rows[n]["wrong_scaled"].append(int((wrong & said).sum()))
+            rows[n]["wrong_scaled_chance"].append(float(chance[wrong].sum()))
+    for r in rows.values():
+        n, right = np.array(r["n"]), np.array(r["right"])
+        lo, hi = wilson_interval(right, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r["acc"] = np.where(n > 0, right / np.maximum(n, 1), np.nan)
+        r["lo"], r["hi"] = lo, hi
+    return dict(rows=rows, strata=codes)
+
+
+def bootstrap_task_mean(task_acc: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """95 % percentile interval (lo, hi) of the mean over tasks of per-task accuracies (n_tasks, S), resampling
+    tasks with replacement: the task-to-task spread, which pooled sequences' binomial intervals do not show.
+    Tasks never drawn (NaN) are left out; NaN where none is left."""
+    acc = np.asarray(task_acc, dtype=np.float64)
+    acc = acc[~np.isnan(acc).any(1)] if acc.ndim == 2 else acc.reshape(0, 1)
+    S = acc.shape[1] if acc.ndim == 2 else 0
+    if len(acc) == 0:
+        return np.full(S, np.nan), np.full(S, np.nan)
+    rng = np.random.default_rng(seed)
+    means = acc[rng.integers(0, len(acc), (n_boot, len(acc)))].mean(1)  # (n_boot, S)
+    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)

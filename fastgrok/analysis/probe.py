@@ -144,26 +144,66 @@ def all_queries(p: int) -> np.ndarray:
     return np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
 
 
+VOCABS = ("numbers", "full")  # argmax over the p number tokens (the paper's logits[:, :, :p]) or every token
+
+
 @torch.no_grad()
-def kshot_grid(model: torch.nn.Module, task: tuple[int, int], examples: np.ndarray, p: int) -> np.ndarray:
-    """(K, p, p) bool: correct[k−1, x, y] is whether the model, given the first k of the K examples, answers
-    the query (x, y) with (a·x + b·y) mod p (argmax over the whole vocabulary, as the trainer's accuracy).
+def grid_logits(model: torch.nn.Module, examples: np.ndarray, p: int,
+                vocab: str = "numbers") -> tuple[np.ndarray, np.ndarray]:
+    """The model's answer at every query (x, y) ∈ Z_p² after the first k = 1 … K examples: (preds (K, p, p)
+    int64, logits (K, p, p, V') float32), V' = p for vocab="numbers" (the paper's grid scores
+    logits[:, :, :p]) or the whole vocabulary for "full" (the trainer's accuracy); preds is their argmax.
 
     The K examples' keys and values are computed once; each k then runs the p² queries as two-token rows."""
-    a, b = check_task(task, p)
+    if vocab not in VOCABS:
+        raise ValueError(f"vocab={vocab!r} is not one of {', '.join(VOCABS)}")
     ex = check_examples(examples, p)
     K = len(ex)
     if K < 1:
-        raise ValueError("kshot_grid needs at least one example")
+        raise ValueError("a k-shot grid needs at least one example")
     dev = _device(model)
     full = prefix_of(model, torch.as_tensor(ex, device=dev).reshape(-1))  # 3K tokens
     queries = torch.as_tensor(all_queries(p), device=dev)  # (p², 2)
-    want = (a * queries[:, 0] + b * queries[:, 1]) % p  # (p²,)
-    out = np.zeros((K, p, p), dtype=bool)
+    preds, logits = [], []
     for k in range(1, K + 1):
-        logits = trace(model, queries, full.upto(3 * k)).logits[:, -1]  # (p², V) at the y token
-        out[k - 1] = (logits.argmax(-1) == want).view(p, p).cpu().numpy()
-    return out
+        lg = trace(model, queries, full.upto(3 * k)).logits[:, -1]  # (p², V) at the y token
+        lg = lg[:, :p] if vocab == "numbers" else lg
+        preds.append(lg.argmax(-1).view(p, p).cpu().numpy())
+        logits.append(lg.float().view(p, p, -1).cpu().numpy())
+    return np.stack(preds).astype(np.int64), np.stack(logits)
+
+
+@torch.no_grad()
+def logit_lens(model: torch.nn.Module, examples: np.ndarray, p: int, vocab: str = "numbers") -> np.ndarray:
+    """(K, L, p, p) int64: the answer read off the residual stream after each block (the final layer norm and
+    the head applied to it, a per-layer logit lens) at every query's y token after the first k examples.
+    Its last layer is grid_logits' answer."""
+    if vocab not in VOCABS:
+        raise ValueError(f"vocab={vocab!r} is not one of {', '.join(VOCABS)}")
+    ex = check_examples(examples, p)
+    dev = _device(model)
+    full = prefix_of(model, torch.as_tensor(ex, device=dev).reshape(-1))
+    queries = torch.as_tensor(all_queries(p), device=dev)  # (p², 2)
+    out = []
+    for k in range(1, len(ex) + 1):
+        tr = trace(model, queries, full.upto(3 * k), record=True)
+        res = torch.stack([b[:, -1] for b in tr.blocks])  # (L, p², C) at the y token
+        lg = model.lm_head(model.transformer.ln_f(res))  # (L, p², V)
+        lg = lg[..., :p] if vocab == "numbers" else lg
+        out.append(lg.argmax(-1).view(-1, p, p).cpu().numpy())
+    return np.stack(out).astype(np.int64)
+
+
+@torch.no_grad()
+def kshot_grid(model: torch.nn.Module, task: tuple[int, int], examples: np.ndarray, p: int,
+               vocab: str = "numbers") -> np.ndarray:
+    """(K, p, p) bool: correct[k−1, x, y] is whether the model, given the first k of the K examples, answers
+    the query (x, y) with (a·x + b·y) mod p (argmax over the p number tokens as the paper's grid, or over
+    the whole vocabulary with vocab="full", as the trainer's accuracy)."""
+    a, b = check_task(task, p)
+    preds, _ = grid_logits(model, examples, p, vocab)
+    g = np.arange(p)
+    return preds == (a * g[:, None] + b * g[None, :]) % p
 
 
 @torch.no_grad()
@@ -174,16 +214,22 @@ def attention_maps(model: torch.nn.Module, idx: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def head_features(model: torch.nn.Module, context: np.ndarray, p: int) -> dict[str, Tensor]:
+def head_features(model: torch.nn.Module, context: np.ndarray, p: int,
+                  task: tuple[int, int] | None = None) -> dict[str, Tensor]:
     """Features at the x and y tokens of one example (x, y) varied over all of Z_p², placed after the fixed
-    k-example `context` (as a k-shot query is): per layer and head, the head's output; per layer, the
-    residual after the block. Rows are the p² queries (row x·p + y). Returns float32 CPU tensors
-    "heads" (L, H, p², 2, C) and "blocks" (L, p², 2, C), the last axis of size 2 being (x token, y token)."""
+    k-example `context` (as a k-shot query is), and at its z token (the right answer under `task`) when a task
+    is given: per layer and head, the head's output; per layer, the residual after the block. Rows are the p²
+    queries (row x·p + y). Returns float32 CPU tensors "heads" (L, H, p², T, C) and "blocks" (L, p², T, C),
+    T = 2 tokens (x, y), or 3 (x, y, z) with a task."""
     ex = check_examples(context, p)
     dev = _device(model)
     prefix = prefix_of(model, torch.as_tensor(ex, device=dev).reshape(-1)) if len(ex) else None
-    tr = trace(model, torch.as_tensor(all_queries(p), device=dev), prefix, record=True)
-    heads = torch.stack(tr.heads).permute(0, 2, 1, 3, 4)  # (L, p², H, 2, C) → (L, H, p², 2, C)
+    q = all_queries(p)
+    if task is not None:
+        a, b = check_task(task, p)
+        q = np.c_[q, (a * q[:, 0] + b * q[:, 1]) % p]  # (p², 3): the example with its z
+    tr = trace(model, torch.as_tensor(q, device=dev), prefix, record=True)
+    heads = torch.stack(tr.heads).permute(0, 2, 1, 3, 4)  # (L, p², H, T, C) → (L, H, p², T, C)
     return {"heads": heads.float().cpu().contiguous(), "blocks": torch.stack(tr.blocks).float().cpu()}
 
 
@@ -237,7 +283,9 @@ def label_noise(model: torch.nn.Module, cfg: Config, tasks: Tasks, split: str, *
     """Accuracy at shot k (k = 1 … S−1 examples before it) when j of those k examples carry a wrong z (a
     uniform non-zero shift), j < k. Each sequence corrupts every shot with its own probability q ~ U(0, 1),
     so the number corrupted among the first k is uniform on 0 … k and, given it, which ones is uniform: one
-    pass scores every (k, j) at once. Returns "correct" and "count" (S, S) indexed [k, j] (zero off j < k)."""
+    pass scores every (k, j) at once. Returns "correct" and "count" (S, S) indexed [k, j] (zero off j < k), and
+    "correct_all", "count_all" indexed [k, j] with j the wrong z among all k + 1 points, the query's own
+    included (the paper's label_noise.ipynb: j of the sequence's points, randomly placed; j ≤ k)."""
     if n_seqs < 1:
         raise ValueError(f"n_seqs={n_seqs} must be ≥ 1")
     n_var, S, p = cfg.task.n_var, cfg.task.n_shots, cfg.task.p
@@ -245,6 +293,8 @@ def label_noise(model: torch.nn.Module, cfg: Config, tasks: Tasks, split: str, *
     gen = torch.Generator().manual_seed(seed)
     correct = np.zeros((S, S), dtype=np.int64)
     count = np.zeros((S, S), dtype=np.int64)
+    correct_all = np.zeros((S, S), dtype=np.int64)
+    count_all = np.zeros((S, S), dtype=np.int64)
     done, step = 0, 0
     kk = np.arange(S)[None, :]
     while done < n_seqs:
@@ -263,6 +313,10 @@ def label_noise(model: torch.nn.Module, cfg: Config, tasks: Tasks, split: str, *
         keep = j < kk  # j < k: at least one clean example
         np.add.at(count, (np.broadcast_to(kk, (B, S))[keep], j[keep]), 1)
         np.add.at(correct, (np.broadcast_to(kk, (B, S))[keep], j[keep]), right[keep])
+        j_all = np.cumsum(bad.numpy(), 1)  # (B, S): wrong z among shots 0 … k, the query's own included
+        keep = j_all <= kk  # the paper's j < number of points: at least one point clean
+        np.add.at(count_all, (np.broadcast_to(kk, (B, S))[keep], j_all[keep]), 1)
+        np.add.at(correct_all, (np.broadcast_to(kk, (B, S))[keep], j_all[keep]), right[keep])
         done += B
         step += 1
-    return {"correct": correct, "count": count}
+    return {"correct": correct, "count": count, "correct_all": correct_all, "count_all": count_all}

@@ -21,7 +21,7 @@ from ..config import Config, FieldError
 from ..tasks import Tasks, make_tasks
 from .algorithms import check_prime
 
-CHECKPOINTS = ("best", "last")
+CHECKPOINTS = ("last", "best")  # the default order: last.pt (best.pt was chosen on o.o.d. test accuracy)
 _CKPT_FILE = {"best": runfolder.BEST, "last": runfolder.LAST}
 
 # The paper's checkpoint name (pre_training/icl_grokking.py; fastgrok.paper.run_stem): the fields it holds.
