@@ -117,8 +117,8 @@ def attention_qkv(qkv: Tensor, n_head: int, theta: float = 10000.0, *, fallback:
 
 def check_token_ids(what: str, idx: Tensor, vocab: int) -> None:
     """Token ids must lie in [0, vocab): one ValueError naming `what`, not torch's "index out of range in self"
-    (or a kernel's out-of-bounds read). Reading the ids' range syncs with a GPU; inside a compiled graph it is
-    skipped (a graph break per call)."""
+    (or a kernel's out-of-bounds read). Reading the ids' range syncs with a GPU; inside a compiled graph the
+    check is skipped (it would break the graph)."""
     if torch.compiler.is_compiling() or idx.numel() == 0:
         return
     lo, hi = int(idx.min()), int(idx.max())
