@@ -2,7 +2,9 @@
 command line, `fastgrok bench`'s arguments and the Python API — tried as a new user would, each case in its
 own process, as the user runs it. Prints one line per case that is not clean and the counts.
 
-    python benchmarks/battery_surfaces.py [--out bench_results/battery_surfaces.csv]   # ≈ 2 min on 2 cores
+    python benchmarks/battery_surfaces.py [--out bench_results/battery_surfaces.csv]   # ≈ 5 min on 2 cores
+
+(issue 33 added the cases of its battery: analyze, sweep/plot, fastgrok-paper's names, the Python API.)
 
 clean: bad input ends with one line on stderr (`fastgrok: error: …`, or argparse's usage and error lines),
 exit 2, and leaves nothing behind; a Python call raises ValueError/TypeError naming what is wrong.
@@ -88,6 +90,67 @@ def _damage_named(d: Path) -> str | None:
 def _saved_stop(d: Path) -> str | None:
     spec = json.loads((d / "sw" / "sweep.json").read_text())
     return "stop_when_settled=0 was saved" if spec.get("stop_when_settled") == 0 else None
+
+
+def _py(code: str) -> Callable[[Path], None]:
+    """Set-up by a Python snippet run in the case's folder (its path is sys.argv[1])."""
+    def setup(d: Path) -> None:
+        subprocess.run([sys.executable, "-c", code, str(d)], cwd=d, env=ENV, check=True, capture_output=True,
+                       timeout=TIMEOUT_S)
+    return setup
+
+
+def _tiny_run(d: Path) -> None:
+    _run(["train", "--preset", "tiny", "--steps", "10", "--eval-every", "10", "--out-dir", str(d), "--run-name", "r",
+          "--quiet"], d)
+
+
+_EDIT_BEST = "import sys, torch\np = sys.argv[1] + '/r/best.pt'\ns = torch.load(p, weights_only=True)\n{edit}\ntorch.save(s, p)\n"
+_N_VAR_3 = _both(_tiny_run, _py(_EDIT_BEST.format(
+    edit="s['config']['task'].update(n_var=3, selection='random', n_pl=None, n_id=8)")))
+_NAN = _both(_tiny_run, _py(_EDIT_BEST.format(edit="s['model']['transformer.wte.weight'][0, 0] = float('nan')")))
+PAPER_NAME = ("noembdFalse_paraleTrue_pltask8_rope_decoder_p5_base5_row6_ntask8_nvar2_dsplitTrue_dfrac60.0_relu_n32_h2_"
+              "d1_lctx512_I1_dI0_adamw_bs16_t10_T10_Tw3_lr1.00e-03_wd2.00e+00.pth")
+_PAPER_CKPT = _py("import sys\nfrom fastgrok import GPT, Config, save_reference_checkpoint\n"
+                  f"save_reference_checkpoint(GPT(Config.preset('tiny', vocab_size=23).model), sys.argv[1] + '/{PAPER_NAME}')")
+PAPER_TINY = ["--device=cpu", "--mixed_precision=False", "--p=5", "--base=5", "--n_tasks_pl=2", "--data_pct=60",
+              "--n_point_per_row=6", "--n_layer=1", "--n_embd=32", "--n_head=2", "--bs=16", "--eval_bs=16",
+              "--n_val_step=1", "--steps=4", "--warmup_steps=1", "--steps_per_record=2", "--n_ckpts=1", "--lr=1e-3",
+              "--out_dir={d}", "--quiet"]
+
+
+def _first_paper_run(d: Path) -> None:
+    _run(PAPER_TINY, d, "fastgrok.paper")
+    for sub in ("data", "ckpts"):
+        shutil.copytree(d / sub, d / f"first-{sub}")
+
+
+def _paper_kept(d: Path) -> str | None:
+    """The first run's .tab and .pth are as it left them, and the second run's are beside them."""
+    for sub in ("data", "ckpts"):
+        for f in (d / f"first-{sub}").iterdir():
+            if (d / sub / f.name).read_bytes() != f.read_bytes():
+                return f"{sub}/{f.name} was overwritten"
+        if len(list((d / sub).iterdir())) != 2:
+            return f"{sub}/ does not hold both runs' files"
+    return None
+
+
+def _reason(says: str) -> Callable[[Path], str | None]:
+    """--status answered, and the point's row names the damage."""
+    def ok(d: Path) -> str | None:
+        rows = [json.loads(line) for line in (d / "sw" / "results.jsonl").read_text().splitlines()]
+        return None if any(says in (r.get("reason") or "") for r in rows) else f"no row says {says!r}"
+    return ok
+
+
+def _sw_run(rel: str) -> Callable[[Path], None]:
+    """Damage a file of the (one) run of the tiny sweep: empty it, or make it '{'."""
+    def setup(d: Path) -> None:
+        _tiny_sweep(d)
+        path = next((d / "sw" / "runs").iterdir()) / rel
+        path.write_text("" if rel == METRICS else "{")
+    return setup
 
 
 SW = ["sweep", "{d}/sw", "--preset", "tiny", "--no-plots", "--quiet"]
@@ -179,6 +242,64 @@ CASES = [
         "run_sweep(s, SweepOptions(jobs=0, plots=False))")),
     Case("SlurmOptions without a partition", code=_api(
         "from fastgrok.sweep import SlurmOptions\nSlurmOptions().check()")),
+    # ---- issue 33: analyze
+    Case("analyze an n_var = 3 best.pt in an n_var = 2 run", ["analyze", "{d}/r", "--quiet"], setup=_N_VAR_3,
+         left=_no("r/analysis")),
+    Case("analyze NaN weights, --what kshot,grid,attention,noise", ["analyze", "{d}/r", "--what",
+         "kshot,grid,attention,noise", "--quiet"], setup=_NAN, left=_no("r/analysis")),
+    Case("analyze NaN weights, --what embedding", ["analyze", "{d}/r", "--what", "embedding", "--quiet"], setup=_NAN,
+         left=_no("r/analysis")),
+    Case("analyze --noise-seqs 10^9", ["analyze", "{d}/r", "--noise-seqs", "1000000000"], setup=_tiny_run,
+         left=_no("r/analysis")),
+    Case("analyze --device cuda (on a CPU-only torch)", ["analyze", "{d}/r", "--device", "cuda"], setup=_tiny_run),
+    Case("analyze --device cuda:99", ["analyze", "{d}/r", "--device", "cuda:99"], setup=_tiny_run),
+    Case("analyze --out ''", ["analyze", "{d}/r", "--out", "", "--what", "kshot"], setup=_tiny_run,
+         left=_no("kshot.json")),
+    Case("analyze --seed -1", ["analyze", "{d}/r", "--seed", "-1"], setup=_tiny_run, left=_no("r/analysis")),
+    Case("analyze a paper name …p5… with --p 7", ["analyze", "{d}/" + PAPER_NAME, "--p", "7"], setup=_PAPER_CKPT),
+    Case("analyze a paper name …relu… with --mlp gelu", ["analyze", "{d}/" + PAPER_NAME, "--mlp", "gelu"],
+         setup=_PAPER_CKPT),
+    Case("analyze --n-shots 200000 on a paper checkpoint", ["analyze", "{d}/" + PAPER_NAME, "--n-shots", "200000"],
+         setup=_PAPER_CKPT),
+    Case("analyze a run's last.pt given as a file", ["analyze", "{d}/r/last.pt", "--what", "kshot", "--no-figures",
+         "--quiet"], setup=_tiny_run, ok=lambda d: None if (d / "r/analysis/index.json").is_file() else "no index.json"),
+    # ---- issue 33: sweep and plot
+    Case("--status --grid", ["sweep", "{d}/sw", "--status", "--grid", "seed=2"], setup=_tiny_sweep),
+    Case("--status of a finished point with an emptied metrics.jsonl", ["sweep", "{d}/sw", "--status"],
+         setup=_sw_run(METRICS), ok=_reason("holds no evaluation")),
+    Case("--status of a point with a corrupt summary.json", ["sweep", "{d}/sw", "--status"],
+         setup=_sw_run("summary.json"), ok=_reason("summary.json is damaged")),
+    Case("sweep --out-dir", SW + ["--seeds", "1", "--out-dir", "{d}/x"], left=_no("sw")),
+    Case("plot RUN --out ''", ["plot", "{d}/sw", "--out", ""], setup=_tiny_sweep, left=_no("phase_diagram.png")),
+    Case("plot a sweep whose one run has a damaged line", ["plot", "{d}/sw"], setup=_metrics("garbage")),
+    Case("--engine slurm without sbatch on PATH", code="import os, sys\nos.environ['PATH'] = sys.argv[1]\n"
+         "from fastgrok.cli import main\nsys.exit(main(['sweep', sys.argv[1] + '/sw', '--preset', 'tiny', '--seeds', "
+         "'1', '--engine', 'slurm', '--partition', 'x', '--no-plots']))", as_cli=True, left=_no("sw")),
+    # ---- issue 33: the paper's command line
+    Case("paper: a second run differing only in --beta1", PAPER_TINY + ["--beta1=0.5"], cli="fastgrok.paper",
+         setup=_first_paper_run, ok=_paper_kept),
+    Case("fastgrok paper (the subcommand) --bs=0", ["paper", "--bs=0", "--out_dir={d}"]),
+    # ---- issue 33: the Python API
+    Case("train(on_step=5)", code=_api("from fastgrok import Config, train\n"
+         "train(Config.preset('tiny', out_dir=sys.argv[1]), on_step=5)")),
+    Case("train(quiet='no')", code=_api("from fastgrok import Config, train\n"
+         "train(Config.preset('tiny', out_dir=sys.argv[1], steps=2), quiet='no')")),
+    Case("GPT forward with a token id ≥ vocab", code=_api("import torch\nfrom fastgrok import GPT, Config\n"
+         "GPT(Config.preset('tiny').model)(torch.full((1, 5), 99))")),
+    Case("GPT forward with a float index", code=_api("import torch\nfrom fastgrok import GPT, Config\n"
+         "GPT(Config.preset('tiny').model)(torch.zeros(1, 5))")),
+    Case("ops.embedding(fallback=True) out of range", code=_api("import torch\nfrom fastgrok import ops\n"
+         "ops.embedding(torch.tensor([[100]]), torch.randn(10, 4), fallback=True)")),
+    Case("save_reference_checkpoint('model', …)", code=_api("from fastgrok import save_reference_checkpoint\n"
+         "save_reference_checkpoint('model', sys.argv[1] + '/x.pth')")),
+    Case("Options(shots='3')", code=_api("from fastgrok.analysis import Options\nOptions(shots='3')")),
+    Case("open_sweep(…, {'n_pl': 1})", code=_api("from fastgrok import Config\nfrom fastgrok.sweep import open_sweep\n"
+         "open_sweep(sys.argv[1] + '/sw', Config.preset('tiny'), {'n_pl': 1})")),
+    Case("open_sweep given a dict config", code=_api("from fastgrok.sweep import open_sweep\n"
+         "open_sweep(sys.argv[1] + '/sw', {'p': 5}, {'seed': [1]})")),
+    Case("TrainConfig(out_dir=3)", code=_api("from fastgrok.config import TrainConfig\nTrainConfig(out_dir=3)")),
+    Case("backends.register('embedding', 'num', 42)", code=_api("from fastgrok import backends\n"
+         "backends.register('embedding', 'num', 42)")),
     Case("ops.patch(None)", code=_api("from fastgrok import ops\nops.patch(None)")),
     Case("RopeSelfAttention(64, 0)", code=_api("from fastgrok import ops\nops.RopeSelfAttention(64, 0)")),
 ]
@@ -231,13 +352,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "battery_surfaces.csv"))
     ap.add_argument("--label", default="", help="a note for the rows (e.g. before/after)")
+    ap.add_argument("--match", default="", help="only the cases whose name holds this text")
     args = ap.parse_args()
+    cases = [c for c in CASES if args.match in c.name]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     counts: Counter = Counter()
     rows = []
     t0 = time.time()
-    for case in CASES:
+    for case in cases:
         kind, detail = outcome(case)
         counts[kind] += 1
         if kind != "clean":
@@ -253,7 +376,7 @@ def main() -> int:
             w.writeheader()
         w.writerows(rows)
     order = ("clean", "traceback", "silent", "left", "unclear", "hang")
-    print(f"{len(CASES)} cases at {commit} in {time.time() - t0:.0f} s: "
+    print(f"{len(cases)} cases at {commit} in {time.time() - t0:.0f} s: "
           + ", ".join(f"{counts[k]} {k}" for k in order) + f"; rows appended to {out}")
     return 0
 

@@ -96,6 +96,11 @@ def register(op: str, backend: str, impl: Callable | str) -> None:
     """Add or replace an implementation (a callable, or a lazy "module:attribute")."""
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+    if not isinstance(backend, str) or not backend:
+        raise TypeError(f"register({op!r}, backend, impl): backend must be a name (a non-empty str), got {backend!r:.60}")
+    if not (callable(impl) or (isinstance(impl, str) and impl.count(":") == 1 and all(impl.split(":")))):
+        raise TypeError(f"register({op!r}, {backend!r}, impl): impl must be a callable or a 'module:attribute' "
+                        f"string, got {type(impl).__name__} {impl!r:.60}")
     _REGISTRY[(op, backend)] = impl
 
 

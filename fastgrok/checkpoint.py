@@ -32,8 +32,10 @@ def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a full disk at write or fsync: name the file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
 
 
@@ -183,4 +185,10 @@ def load_reference_checkpoint(path: str | Path, **overrides: Any) -> torch.nn.Mo
 
 def save_reference_checkpoint(model: torch.nn.Module, path: str | Path) -> None:
     """Save the model's weights in the paper code's state_dict format (atomically)."""
+    from .model import GPT
+    if not isinstance(model, GPT):
+        raise TypeError(f"save_reference_checkpoint(model, path) takes a fastgrok GPT, got {type(model).__name__} "
+                        f"{model!r:.60}")
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"save_reference_checkpoint: path must name a file, got {path!r:.60}")
     atomic_save(to_paper_state_dict(model), path)

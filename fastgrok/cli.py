@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default=None)
     _add_config_flags(c)
     sub.add_parser("presets", help="list the presets")
+    # main() hands everything after `paper` to fastgrok-paper's own parser (the paper's flag names)
+    sub.add_parser("paper", add_help=False, help="the paper's command line, as fastgrok-paper (--p=29 …; see "
+                   "`fastgrok paper --help`)")
     _add_sweep_parser(sub)
     pl = sub.add_parser("plot", help="draw a sweep's phase diagram, k-shot and curves (or one run's) as PNGs")
     pl.add_argument("path", metavar="SWEEP_DIR|RUN_DIR")
@@ -232,11 +235,22 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .config import config_and_grid_from_toml
     from .sweep import SlurmOptions, SweepOptions, load_sweep, open_sweep, parse_grid, print_status, run_sweep
     from .sweep.grid import fixed_and_axis
-    if args.status:
-        print_status(load_sweep(args.sweep_dir))
-        return 0
     overrides = {f.name: getattr(args, f.name) for cls in SECTIONS.values() for f in fields(cls)
                  if getattr(args, f.name, None) is not None}
+    if args.status:
+        given = [flag for flag, on in (("--grid", args.grid), ("--seeds", args.seeds), ("--preset", args.preset),
+                                       ("--config", args.config), ("--retry-failed", args.retry_failed),
+                                       ("--stop-when-settled", args.stop_when_settled is not None)) if on]
+        given += ["--" + k.replace("_", "-") for k in overrides]
+        if given:
+            raise ValueError(f"--status prints the saved sweep and changes nothing: drop {', '.join(given)} (or drop "
+                             "--status to run the sweep with them)")
+        print_status(load_sweep(args.sweep_dir))
+        return 0
+    placed = [k for k in ("out_dir", "run_name") if k in overrides]
+    if placed:  # each point's folder is SWEEP_DIR/runs/<point>: a sweep has no place for them
+        raise ValueError(f"--{placed[0].replace('_', '-')}: a sweep's runs go under SWEEP_DIR/runs/<point>; "
+                         "give another SWEEP_DIR instead")
     table = None
     if args.config is not None:
         if args.preset is not None:
@@ -356,6 +370,10 @@ def _import_trainer() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["paper"]:  # `fastgrok paper --p=29 …` is `fastgrok-paper --p=29 …`
+        from .paper import main as paper_main
+        return paper_main(argv[1:])
     try:
         parser = build_parser()
         args = parser.parse_args(argv)  # --help and bad flags answer before torch is imported
@@ -395,7 +413,8 @@ def _main(args: argparse.Namespace) -> int:
                 cmd = {"sweep": _cmd_sweep, "plot": _cmd_plot, "analyze": _cmd_analyze, "export": _cmd_export}[args.command]
                 return cmd(args)
             except OSError as e:  # a folder that cannot be made or read: a user error, named
-                where = e.filename or getattr(args, "sweep_dir", None) or getattr(args, "path", None) or args.source
+                where = (e.filename or getattr(args, "out", None) or getattr(args, "sweep_dir", None)
+                         or getattr(args, "path", None) or args.source)  # a write without a file name: --out
                 raise ValueError(f"{where}: {e.strerror or e}") from None
     except (*USER_ERRORS, TrainingError) as e:
         print(f"fastgrok: error: {_user_error(e)}", file=sys.stderr)

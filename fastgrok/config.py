@@ -230,6 +230,10 @@ class TrainConfig:
             raise ValueError(f"device={self.device!r} is not one of {DEVICES_HINT} (N a GPU index: 0, 1, …)")
         _choice("dtype", self.dtype, ("auto", "fp32", "bf16", "fp16"))
         _choice("compile", self.compile, ("auto", "on", "off"))
+        for name in ("out_dir", "run_name"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a str (a folder name), got {type(getattr(self, name)).__name__} "
+                                f"{getattr(self, name)!r:.60}")
         name = self.run_name
         if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
             raise ValueError(f"run_name={name!r} must be one folder name inside out_dir (no '/', '\\', '.' or '..')")

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .backends import Ops, resolve_ops
 from .config import ModelConfig
+from .ops import check_token_ids
 
 
 class Attention(nn.Module):
@@ -126,6 +127,10 @@ class GPT(nn.Module):
         used then, so the last block computes its queries, MLP and head at those positions alone."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"idx must be an int64 (or int32) tensor of token ids, got {idx.dtype}")
+        if idx.device.type == "cpu":  # on a GPU the check would sync every step; there torch's own assert fires
+            check_token_ids("idx", idx, self.cfg.vocab_size)
         if positions is not None and not isinstance(positions, slice):
             raise TypeError(f"positions must be a slice, got {type(positions).__name__}")
         x = self.ops.embedding(idx, self.transformer.wte.weight)  # (B, T, C)

@@ -115,6 +115,18 @@ def attention_qkv(qkv: Tensor, n_head: int, theta: float = 10000.0, *, fallback:
     return kernel("attention_qkv")(qkv, n_head, theta)
 
 
+def check_token_ids(what: str, idx: Tensor, vocab: int) -> None:
+    """Token ids must lie in [0, vocab): one ValueError naming `what`, not torch's "index out of range in self"
+    (or a kernel's out-of-bounds read). Reading the ids' range syncs with a GPU; inside a compiled graph the
+    check is skipped (it would break the graph)."""
+    if torch.compiler.is_compiling() or idx.numel() == 0:
+        return
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= vocab:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{what} holds token id {bad}, outside the vocabulary [0, {vocab})")
+
+
 def embedding(idx: Tensor, weight: Tensor, *, fallback: bool = False) -> Tensor:
     """weight[idx] with a deterministic (atomic-free) backward into weight: (B, T), (V, C) → (B, T, C)."""
     _tensor("embedding", "idx", idx)
@@ -122,6 +134,7 @@ def embedding(idx: Tensor, weight: Tensor, *, fallback: bool = False) -> Tensor:
     if idx.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"fastgrok.ops.embedding: idx must be an int64 or int32 tensor of token ids, got {idx.dtype}")
     _float_tensor("embedding", "weight", weight)
+    check_token_ids("fastgrok.ops.embedding: idx", idx, weight.shape[0])
     if not _use_fused(weight, "embedding", fallback):
         return F.embedding(idx, weight)
     return kernel("embedding")(idx, weight)

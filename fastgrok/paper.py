@@ -299,8 +299,9 @@ def format_tab(rows: list[list[float]]) -> str:
 class PaperOutputs:
     """The paper's log and checkpoints, written from train()'s hooks."""
 
-    def __init__(self, ns: argparse.Namespace, root: Path) -> None:
+    def __init__(self, ns: argparse.Namespace, root: Path, suffix: str = "") -> None:
         head, tail = run_stem(ns)
+        tail += suffix  # another run's files hold the paper's names (they omit beta1, beta2, eps, …)
         self.tab_path = root / "data" / f"{head}{tail}.tab"
         self.ckpt_head, self.ckpt_tail, self.ckpt_dir = head, tail, root / "ckpts"
         self.every = ns.steps_per_record
@@ -356,13 +357,20 @@ def _check_writable(folder: Path) -> None:
         raise PaperFlagError(f"--out_dir: cannot create {folder}: {there} is not writable")
 
 
-def _unique_dir(path: Path) -> Path:
-    if not path.exists() or not any(path.iterdir()):
-        return path
-    i = 1
-    while (path.parent / f"{path.name}-{i}").exists():
+def _free_suffix(ns: argparse.Namespace, root: Path) -> str:
+    """'' when no file this run writes exists yet, else the first '-i' for which none does: the paper's names
+    omit beta1, beta2, eps and more, so two different runs can share them, and neither may overwrite the
+    other's .tab, .pth or run folder."""
+    def taken(suffix: str) -> bool:
+        out = PaperOutputs(ns, root, suffix)
+        head, tail = run_stem(ns)
+        run_dir = root / "runs" / f"{head}{tail}{suffix}"
+        return (out.tab_path.exists() or any(out.ckpt_path(s).exists() for s in out.ckpt_steps)
+                or (run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))))
+    i = 0
+    while taken(f"-{i}" if i else ""):
         i += 1
-    return path.parent / f"{path.name}-{i}"
+    return f"-{i}" if i else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -383,11 +391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise PaperFlagError(f"--out_dir={extras.out_dir!r} names no folder (leave it out for `..`)")
         root = Path(extras.out_dir) if extras.out_dir is not None else Path("..")
         head, tail = run_stem(ns)
-        run_dir = _unique_dir(root / "runs" / f"{head}{tail}")
+        suffix = _free_suffix(ns, root)
+        run_dir = root / "runs" / f"{head}{tail}{suffix}"
         cfg = to_config(ns, backend=extras.backend, out_dir=str(run_dir.parent), run_name=run_dir.name)
         for line in _note(ns, given):
             print(line)
-        out = PaperOutputs(ns, root)
+        if suffix:
+            print(f"{PROG}: note: files of another run have this run's names in {root} (the paper's names omit "
+                  f"beta1, beta2, eps, …); this run's end in {suffix}, nothing is overwritten")
+        out = PaperOutputs(ns, root, suffix)
         for folder in (out.tab_path.parent, *([out.ckpt_dir] if out.ckpt_steps else [])):
             _check_writable(folder)
         print(f"{PROG}: log {out.tab_path}" + (f"; checkpoints at steps {sorted(out.ckpt_steps)} in {out.ckpt_dir}"

@@ -267,7 +267,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, stop_a
     `cfg.log` names experiment trackers (fastgrok/tracking.py; rank 0 logs); `track` adds their context: a
     sweep's {"group": sweep name, "point": {field: value}}.
     """
-    _check_train_args(cfg, resume, stop_at)
+    _check_train_args(cfg, resume, stop_at, quiet=quiet, on_eval=on_eval, on_step=on_step, stop_when=stop_when)
     dist = distributed.current()  # DDP: torchrun's rank and world size (one process: SINGLE)
     quiet = quiet or not dist.is_main  # DDP: rank 0 prints
     t0 = time.perf_counter()
@@ -351,7 +351,14 @@ class _RankRun:
     def discard(self) -> None: ...
 
 
-def _check_train_args(cfg: Any, resume: Any, stop_at: Any) -> None:
+def _check_train_args(cfg: Any, resume: Any, stop_at: Any, **named: Any) -> None:
+    """The arguments of train(), each named in its error; `named` holds quiet and the hooks."""
+    if not isinstance(named.get("quiet", False), bool):
+        raise TypeError(f"quiet must be True or False, got {type(named['quiet']).__name__} {named['quiet']!r:.60}")
+    for hook in ("on_eval", "on_step", "stop_when"):
+        if named.get(hook) is not None and not callable(named[hook]):
+            raise TypeError(f"{hook} must be a function (or None), got {type(named[hook]).__name__} "
+                            f"{named[hook]!r:.60}")
     if cfg is not None and not isinstance(cfg, Config):
         raise TypeError(f"train(cfg) takes a Config (e.g. Config.preset('tiny')), got {type(cfg).__name__} "
                         f"{cfg!r:.60}")

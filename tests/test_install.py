@@ -1,18 +1,25 @@
 """The package installs from a wheel and as an editable install, the kernels (top-level kernels/ in the
 checkout) import as fastgrok.kernels from both, and the layout keeps the registry the one door to them.
+The wheel (built from the sdist, as pip does from an index) holds every module of the tree, and every
+command runs from it in a fresh venv, outside the checkout: an editable install's import finder answers
+for any file of the checkout, so the rest of the suite cannot see a package the wheel left out.
 
 The fresh venvs get this environment's site-packages (torch & co.) through a .pth file, never through
 the base interpreter (`--system-site-packages` would lend the *base* interpreter's packages, which on a
 fresh machine hold no torch). A path in a .pth file is added as it is: .pth files inside it (an editable
 install of this checkout) are not run, so fastgrok itself comes only from what the test installs.
 """
+import argparse
 import ast
 import json
+import os
 import re
+import shutil
 import site
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -42,28 +49,120 @@ def _check(py: Path, cwd: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
-def test_wheel_in_fresh_venv(tmp_path):
-    dist = tmp_path / "dist"
+# Everything a source checkout holds that is no part of a build (what .gitignore names, and the VCS folder).
+_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__",
+                                     ".pytest_cache", ".benchmarks")
+
+
+def _source_modules() -> set[str]:
+    """Where each module of the source tree lands in an install: fastgrok/**.py as is, kernels/*.py under
+    fastgrok/kernels/. Every folder with an __init__.py is a package the wheel must hold."""
+    pkgs = [p.parent for p in (ROOT / "fastgrok").rglob("__init__.py")] + [ROOT / "kernels"]
+    mods = set()
+    for pkg in pkgs:
+        rel = pkg.relative_to(ROOT).as_posix()
+        dest = "fastgrok/kernels" if rel == "kernels" else rel
+        mods |= {f"{dest}/{f.name}" for f in pkg.glob("*.py")}
+    return mods
+
+
+def _run(args: list, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """A command of the installed program, with no path to the checkout in its environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    out = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{args[0]} {' '.join(map(str, args[1:]))}: rc {out.returncode}\n{out.stderr[-3000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The sdist of a clean copy of the checkout, the wheel pip builds from that sdist (as from an index), and a
+    fresh venv outside the checkout with that wheel installed (--no-deps; torch & co. through the .pth)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=_NOT_SOURCE)
+    dist = tmp / "dist"
+    build = ("import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))")
+    subprocess.run([sys.executable, "-c", build, str(dist)], cwd=src, check=True, capture_output=True, timeout=300)
+    sdist = next(dist.glob("fastgrok-*.tar.gz"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(sdist)], check=True, capture_output=True, timeout=300)
     wheel = next(dist.glob("fastgrok-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "fastgrok/kernels/__init__.py" in names and "fastgrok/kernels/rope_attention.py" in names
-    assert "fastgrok/bench/cli.py" in names
-    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
-    assert tops == {"fastgrok"}, f"the wheel must hold fastgrok alone, not {sorted(tops)}"
-    py = _venv_with_this_env(tmp_path / "venv")
+    py = _venv_with_this_env(tmp / "venv")
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
                    capture_output=True, timeout=300)
-    got = _check(py, tmp_path)
-    site_dir = str(tmp_path / "venv")
+    work = tmp / "work"  # the commands' working folder: outside the checkout, nothing of it on sys.path
+    work.mkdir()
+    return dict(sdist=sdist, wheel=wheel, venv=tmp / "venv", py=py, bin=tmp / "venv" / "bin", work=work)
+
+
+@pytest.mark.slow
+def test_wheel_holds_every_package(installed):
+    names = set(zipfile.ZipFile(installed["wheel"]).namelist())
+    missing = sorted(_source_modules() - names)
+    assert not missing, f"the wheel lacks {missing}"
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert tops == {"fastgrok"}, f"the wheel must hold fastgrok alone, not {sorted(tops)}"
+
+
+@pytest.mark.slow
+def test_sdist_holds_every_package(installed):
+    with tarfile.open(installed["sdist"]) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    want = {m.replace("fastgrok/kernels/", "kernels/", 1) for m in _source_modules()}
+    assert not sorted(want - names), f"the sdist lacks {sorted(want - names)}"
+    assert {"pyproject.toml", "setup.py", "README.md"} <= names
+
+
+@pytest.mark.slow
+def test_import_resolves_to_the_install(installed):
+    got = _check(installed["py"], installed["work"])
+    site_dir = str(installed["venv"])
     assert got["pkg"].startswith(site_dir) and got["kernels"].startswith(site_dir), got
     assert Path(got["kernels"]).parent == Path(got["pkg"]).parent / "kernels", got
     assert not got["triton"], "import fastgrok (and fastgrok.kernels) must not import triton"
-    out = subprocess.run([str(tmp_path / "venv" / "bin" / "fastgrok"), "presets"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0 and "paper-d4" in out.stdout, out.stderr
+    code = ("import fastgrok.sweep, fastgrok.analysis, fastgrok.bench; "
+            "print(fastgrok.sweep.__file__); print(fastgrok.analysis.__file__); print(fastgrok.bench.__file__)")
+    files = _run([installed["py"], "-c", code], installed["work"]).stdout.split()
+    assert len(files) == 3 and all(f.startswith(site_dir) for f in files), files
+
+
+def _subcommands() -> list[str]:
+    from fastgrok.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [[c] for c in _subcommands()] + [[]], ids=lambda c: c[0] if c else "fastgrok")
+def test_help_from_the_install(installed, command):
+    out = _run([installed["bin"] / "fastgrok", *command, "--help"], installed["work"])
+    assert out.stdout.startswith("usage: fastgrok"), out.stdout[:200]
+
+
+@pytest.mark.slow
+def test_paper_help_from_the_install(installed):
+    out = _run([installed["bin"] / "fastgrok-paper", "--help"], installed["work"])
+    assert out.stdout.startswith("usage: fastgrok-paper"), out.stdout[:200]
+
+
+@pytest.mark.slow
+def test_commands_run_from_the_install(installed):
+    """The README's work from the installed program: presets, a tiny train, analyze on it, a one-point sweep
+    (local engine: its worker is the venv's python too), --status and plot of it."""
+    fg, work = installed["bin"] / "fastgrok", installed["work"]
+    assert "paper-d4" in _run([fg, "presets"], work).stdout
+    _run([fg, "train", "--preset", "tiny", "--steps", "10", "--out-dir", "runs", "--quiet"], work)
+    (run,) = (work / "runs").iterdir()
+    assert (run / "best.pt").is_file() and (run / "summary.json").is_file()
+    _run([fg, "analyze", run, "--noise-seqs", "64", "--quiet"], work)
+    index = json.loads((run / "analysis" / "index.json").read_text())
+    assert {"kshot", "grid", "attention", "noise"} <= set(index["analyses"]), index
+    assert all((run / "analysis" / f"{name}.json").is_file() for name in index["analyses"])
+    _run([fg, "sweep", "sw", "--preset", "tiny", "--steps", "10", "--grid", "seed=1", "--quiet"], work)
+    assert "done" in _run([fg, "sweep", "sw", "--status"], work).stdout
+    pngs = _run([fg, "plot", "sw"], work).stdout.split()
+    assert pngs and all((work / p).is_file() and (work / p).stat().st_size > 0 for p in pngs), pngs
 
 
 @pytest.mark.slow

@@ -246,7 +246,27 @@ def test_rerun_keeps_the_earlier_fastgrok_run(tmp_path):
     assert main(argv) == 0 and main(argv) == 0
     assert len(list((tmp_path / "runs").iterdir())) == 2
     assert not (tmp_path / "ckpts").exists()
-    assert len((next((tmp_path / "data").iterdir())).read_text().splitlines()) == 2  # header + step 1
+    tabs = sorted((tmp_path / "data").iterdir())
+    assert len(tabs) == 2 and all(len(t.read_text().splitlines()) == 2 for t in tabs)  # header + step 1
+
+
+def test_a_run_differing_only_in_beta1_overwrites_nothing(tmp_path, capsys):
+    """The paper's names omit beta1: the second run's .tab, .pth and run folder take the run folder's suffix."""
+    argv = TINY + ["--steps=4", "--warmup_steps=1", "--steps_per_record=2", "--n_ckpts=1", f"--out_dir={tmp_path}",
+                   "--quiet"]
+    assert main(argv) == 0
+    head, tail = paper.run_stem(parse(argv)[0])
+    first = {p: p.read_bytes() for p in (tmp_path / "data" / f"{head}{tail}.tab", tmp_path / "ckpts" /
+                                          f"{head}_t4{tail}.pth")}
+    capsys.readouterr()
+    assert main(argv + ["--beta1=0.5"]) == 0
+    assert "this run's end in -1, nothing is overwritten" in capsys.readouterr().out
+    assert all(p.read_bytes() == b for p, b in first.items()), "the first run's files were overwritten"
+    assert (tmp_path / "data" / f"{head}{tail}-1.tab").is_file()
+    assert (tmp_path / "ckpts" / f"{head}_t4{tail}-1.pth").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [head + tail, head + tail + "-1"]
+    run1 = json.loads((tmp_path / "runs" / f"{head}{tail}-1" / "config.json").read_text())
+    assert run1["train"]["beta1"] == 0.5
 
 
 def test_docs_flag_table_names_every_flag():

@@ -54,6 +54,10 @@ def tasks_known(subject: Subject, opts: Options) -> bool:
     (--tasks-from fastgrok), since the paper's code draws tasks from its training seed."""
     return subject.source != subject.checkpoint or opts.tasks_from == "fastgrok"
 
+    def __post_init__(self) -> None:
+        from .checks import check_option_types
+        check_option_types(self)
+
 
 def resolve(subject: Subject, opts: Options) -> tuple[str, ...]:
     """The analyses to run, checked against the model; ValueError naming what does not fit."""
@@ -490,8 +494,11 @@ def analyze(subject: Subject, opts: Options, out: str | Path | None = None,
             log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run the chosen analyses, write NAME.json (+ NAME.npz) and NAME.png under `out` (default the subject's
     analysis folder) and index.json; returns the index."""
+    from . import checks
+    checks.check_out(out)
     what = resolve(subject, opts)
     check_options(subject, opts)
+    checks.check_fits(subject)
     out = Path(out) if out is not None else subject.out_dir
     if opts.figures:
         from ..sweep.plot import PlotUnavailable, pyplot

@@ -19,6 +19,7 @@ from .. import runfolder
 from ..checkpoint import CheckpointError, clean_state_dict, load_file, load_reference_checkpoint
 from ..config import Config, FieldError
 from ..tasks import Tasks, make_tasks
+from . import checks
 from .algorithms import check_prime
 
 CHECKPOINTS = ("last", "best")  # the default order: last.pt (best.pt was chosen on o.o.d. test accuracy)
@@ -72,7 +73,7 @@ def paper_name_fields(name: str) -> dict[str, Any] | None:
         return None
     t = cfg.task
     fields = dict(p=t.p, n_var=t.n_var, selection=t.selection, n_rd=t.n_rd, alpha=t.alpha, data_seed=t.data_seed,
-                  n_shots=t.n_shots, max_ood=t.max_ood, sampling=t.sampling)
+                  n_shots=t.n_shots, max_ood=t.max_ood, sampling=t.sampling, mlp=cfg.model.mlp)
     fields.update(dict(n_pl=t.n_pl) if t.selection == "parallelogram" else dict(n_id=t.n_id))
     step = re.search(r"_t(\d+)_T\d+", name)
     fields["_step"] = int(step.group(1)) if step else None
@@ -83,9 +84,16 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        dev = torch.device(name)
     except (RuntimeError, TypeError):
         raise ValueError(f"device={name!r} is not a torch device (cpu, cuda, cuda:1, auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has GPUs 0 … {torch.cuda.device_count() - 1}")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: analyze runs on cpu or cuda")
+    return dev
 
 
 def _ready(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -114,6 +122,7 @@ def from_run(run_dir: Path, checkpoint: str | None, device: torch.device) -> Sub
     state = load_file(path)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path} holds no model state_dict")
+    checks.check_saved_config(state, cfg, path, runfolder.CONFIG)
     model = GPT(cfg.model)
     try:
         model.load_state_dict(clean_state_dict(state["model"]))
@@ -128,6 +137,7 @@ def from_checkpoint(path: Path, fields: dict[str, Any], device: torch.device) ->
     """A paper-format checkpoint: model fields from its weights, task fields from its name and `fields`."""
     from_name = paper_name_fields(path.name) or {}
     step = from_name.pop("_step", None)
+    checks.check_name_agrees(path, from_name, fields)
     task = {**from_name, **fields}
     if "p" not in task:
         raise ValueError(f"{path.name}: p cannot be known (the name is not in the paper's format and a checkpoint "
@@ -166,6 +176,11 @@ def open_source(source: str | Path, *, checkpoint: str | None = None, device: st
         if fields:
             raise ValueError(f"a run folder's config is saved in it: drop {', '.join(sorted(fields))}")
         subject = from_run(path, checkpoint, dev)
+    elif path.is_file() and path.name in _CKPT_FILE.values() and (path.parent / runfolder.CONFIG).is_file():
+        if fields or checkpoint is not None:  # a run's own last.pt / best.pt: studied with its folder's config
+            raise ValueError(f"{path} is a run folder's checkpoint: its config is saved beside it; drop "
+                             f"{', '.join(sorted(fields)) or '--checkpoint'}")
+        subject = from_run(path.parent, next(k for k, v in _CKPT_FILE.items() if v == path.name), dev)
     elif path.is_file():
         if checkpoint is not None:
             raise ValueError("--checkpoint picks best.pt or last.pt in a run folder; this source is a file")
@@ -173,4 +188,5 @@ def open_source(source: str | Path, *, checkpoint: str | None = None, device: st
     else:
         raise ValueError(f"{str(path)!r} does not exist (a run folder or a checkpoint file)")
     check_prime(subject.p)
+    checks.check_weights(subject.model, subject.checkpoint)
     return subject

@@ -2,6 +2,7 @@
 redrawn as points end (the top layer of fastgrok.sweep: it imports the others, none imports it)."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,10 @@ class SweepOptions:
         get_engine(self.engine)
         if self.engine == "slurm":
             self.slurm.check()
+            missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+            if missing:  # here, not at submission: a sweep folder would be left behind
+                raise FieldError("engine", f"the slurm engine needs sbatch and srun on PATH ({', '.join(missing)} "
+                                 "missing here: run it on a SLURM login node)")
 
 
 def todo(sweep: Sweep, retry_failed: bool = False) -> tuple[list[str], dict[str, str]]:

@@ -45,8 +45,15 @@ def pyplot() -> Any:
 def save_png(fig: Any, path: Path) -> Path:
     """Write through a temporary name so a reader never sees half a PNG."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")  # two workers may draw at once
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        tmp.replace(path)
+    except OSError as e:  # a full disk at write has no file name: name the figure
+        tmp.unlink(missing_ok=True)
+        pyplot().close(fig)
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
     pyplot().close(fig)
     return path
 
@@ -218,12 +225,14 @@ def plot_sweep(root: str | Path, out: str | Path | None = None, kinds: tuple[str
     pyplot()
     sweep = load_sweep(root)
     out = Path(out) if out is not None else sweep.root
-    out.mkdir(parents=True, exist_ok=True)
     rows = sweep_rows(sweep)
     if not any(r["steps"] for r in rows):
         if quiet:
             return []
-        raise ValueError(f"no run of {sweep.root} has an evaluation yet: nothing to draw")
+        damaged = [r["reason"] for r in rows if r["reason"]]  # a damaged metrics.jsonl reads as no evaluation
+        why = f" ({len(damaged)} point(s) damaged or failed; the first: {damaged[0]})" if damaged else ""
+        raise ValueError(f"no run of {sweep.root} has an evaluation yet{why}: nothing to draw")
+    out.mkdir(parents=True, exist_ok=True)
     unknown = [k for k in kinds or () if k not in SWEEP_PLOTS]
     if unknown:
         raise ValueError(f"unknown plot kind(s) {', '.join(unknown)}; kinds: {', '.join(SWEEP_PLOTS)}")
@@ -246,6 +255,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
 
 def plot_path(path: str | Path, out: str | Path | None = None) -> list[Path]:
     """A sweep folder's figures, or a run folder's."""
+    if out is not None and not str(out).strip():
+        raise ValueError(f"--out {str(out)!r} names no folder (leave it out to draw into {str(path)!r} itself)")
     path = Path(path)
     if (path / SPEC_FILE).is_file():
         return plot_sweep(path, out)

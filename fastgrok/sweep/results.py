@@ -43,6 +43,17 @@ def usable_history(run_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
     return history, None
 
 
+def _finished_damage(run_dir: Path, status: str, history: list[dict[str, Any]]) -> str | None:
+    """A summary.json that is not a JSON object (the point reads as interrupted and resumes from last.pt), or a
+    finished run with no evaluation on file (its metrics.jsonl emptied)."""
+    summary = Path(run_dir) / runfolder.SUMMARY
+    if summary.is_file() and runfolder.read_summary(run_dir) is None:
+        return f"{summary} is damaged (not a JSON object): the point resumes from last.pt when the sweep runs again"
+    if status in runfolder.FINISHED and not history:
+        return f"{Path(run_dir) / runfolder.METRICS} holds no evaluation, yet the run finished: its records are lost"
+    return None
+
+
 def best_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The evaluation with the best o.o.d.-test accuracy (the first such: best.pt keeps the first)."""
     best = None
@@ -99,7 +110,7 @@ def sweep_rows(sweep: Sweep, held: Mapping[str, str] | None = None) -> list[dict
         history, damage = usable_history(run_dir)
         row.update(run_row(run_dir, history))
         if row["reason"] is None:
-            row["reason"] = damage  # a damaged metrics.jsonl, named
+            row["reason"] = damage or _finished_damage(run_dir, status, history)  # a damaged file, named
         summary = runfolder.read_summary(run_dir) or {}
         row["wall_s"] = round(wall, 2) if attempts else summary.get("wall_s")
         row["steps_per_s"] = summary.get("steps_per_s")

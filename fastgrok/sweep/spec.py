@@ -125,6 +125,13 @@ def open_sweep(root: str | Path, cfg: Config | None = None, grid: dict[str, list
     """Create a sweep folder, or open one; a given base/grid must match it or extend its axes' values.
 
     Returns the sweep and the names of the points a given grid adds."""
+    if cfg is not None and not isinstance(cfg, Config):
+        raise TypeError(f"open_sweep(root, cfg, grid): cfg must be a Config (e.g. Config.preset('tiny')) or None, got "
+                        f"{type(cfg).__name__} {cfg!r:.60}")
+    if grid is not None and (not isinstance(grid, dict) or not all(
+            isinstance(k, str) and isinstance(v, (list, tuple)) for k, v in grid.items())):
+        raise FieldError("grid", f"grid must map each field to a list of values (parse_grid(['n_pl=1,2']) builds one), "
+                         f"got {grid!r:.80}")
     root = Path(root)
     if stop_when_settled is not None and (not isinstance(stop_when_settled, int) or stop_when_settled < 1):
         raise FieldError("stop_when_settled", f"stop_when_settled={stop_when_settled!r} must be an integer ≥ 1")
