@@ -31,7 +31,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from fastgrok.runfolder import CONFIG, METRICS  # noqa: E402  (the run folder's file names, named there once)
+from fastgrok.runfolder import CONFIG, LAST, METRICS, SUMMARY  # noqa: E402  (the run folder's file names, named there once)
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 TIMEOUT_S = int(os.environ.get("BATTERY_TIMEOUT_S", "60"))   # a case that trains past this hangs
@@ -261,14 +261,14 @@ CASES = [
          setup=_PAPER_CKPT),
     Case("analyze --n-shots 200000 on a paper checkpoint", ["analyze", "{d}/" + PAPER_NAME, "--n-shots", "200000"],
          setup=_PAPER_CKPT),
-    Case("analyze a run's last.pt given as a file", ["analyze", "{d}/r/last.pt", "--what", "kshot", "--no-figures",
+    Case("analyze a run's last.pt given as a file", ["analyze", "{d}/r/" + LAST, "--what", "kshot", "--no-figures",
          "--quiet"], setup=_tiny_run, ok=lambda d: None if (d / "r/analysis/index.json").is_file() else "no index.json"),
     # ---- issue 33: sweep and plot
     Case("--status --grid", ["sweep", "{d}/sw", "--status", "--grid", "seed=2"], setup=_tiny_sweep),
     Case("--status of a finished point with an emptied metrics.jsonl", ["sweep", "{d}/sw", "--status"],
          setup=_sw_run(METRICS), ok=_reason("holds no evaluation")),
     Case("--status of a point with a corrupt summary.json", ["sweep", "{d}/sw", "--status"],
-         setup=_sw_run("summary.json"), ok=_reason("summary.json is damaged")),
+         setup=_sw_run(SUMMARY), ok=_reason(f"{SUMMARY} is damaged")),
     Case("sweep --out-dir", SW + ["--seeds", "1", "--out-dir", "{d}/x"], left=_no("sw")),
     Case("plot RUN --out ''", ["plot", "{d}/sw", "--out", ""], setup=_tiny_sweep, left=_no("phase_diagram.png")),
     Case("plot a sweep whose one run has a damaged line", ["plot", "{d}/sw"], setup=_metrics("garbage")),

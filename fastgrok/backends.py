@@ -61,6 +61,18 @@ def attention_reference(qkv: Tensor, n_head: int, theta: float, q_slice: slice |
     return y.transpose(1, 2).reshape(B, pos.numel(), C)  # (B, T', C)
 
 
+def check_token_ids(what: str, idx: Tensor, vocab: int) -> None:
+    """Token ids must lie in [0, vocab): one ValueError naming `what`, not torch's "index out of range in self"
+    (or a kernel's out-of-bounds read). Reading the ids' range syncs with a GPU; inside a compiled graph the
+    check is skipped (it would break the graph)."""
+    if torch.compiler.is_compiling() or idx.numel() == 0:
+        return
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= vocab:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{what} holds token id {bad}, outside the vocabulary [0, {vocab})")
+
+
 def embedding_reference(idx: Tensor, weight: Tensor) -> Tensor:
     return F.embedding(idx, weight)
 

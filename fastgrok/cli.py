@@ -132,6 +132,9 @@ def _parse_context(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import runfolder
     from .analysis import Options, analyze, open_source
     from .config import FIELD_SECTION, SECTIONS, _coerce
     from typing import get_type_hints
@@ -161,8 +164,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         else:
             log("tasks: not known (the paper's code draws them from its training seed): no i.d./o.o.d. labels, no "
                 "kshot or noise; --tasks-from fastgrok if fastgrok-paper trained it")
-    if subject.checkpoint.endswith("best.pt"):
-        log("weights: best.pt, chosen on o.o.d. test accuracy: its o.o.d. test numbers are biased upward (every "
+    if Path(subject.checkpoint).name == runfolder.BEST:
+        log(f"weights: {runfolder.BEST}, chosen on o.o.d. test accuracy: its o.o.d. test numbers are biased upward (every "
             "output says so; --checkpoint last for the unselected end of training)")
     index = analyze(subject, opts, args.out, log=log)
     out = args.out or subject.out_dir
@@ -178,8 +181,8 @@ def _add_export_parser(sub: Any) -> None:
     e.add_argument("source", metavar="RUN_DIR|CHECKPOINT")
     e.add_argument("--format", default="safetensors", choices=("safetensors", "transformer-lens"))
     e.add_argument("--out", default=None, metavar="DIR", help="the folder to write")
-    e.add_argument("--checkpoint", default=None, choices=("best", "last"), help="run folder: best.pt (default, "
-                   "else last.pt) or last.pt")
+    e.add_argument("--checkpoint", default=None, choices=("best", "last"), help="run folder: last.pt (default, "
+                   "else best.pt) or best.pt (chosen on o.o.d. test accuracy)")
     group = e.add_argument_group("a paper-format checkpoint's task fields (over what its name says)")
     for name in ANALYZE_FIELDS:
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar=name.upper())

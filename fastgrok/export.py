@@ -21,12 +21,10 @@ from typing import Any
 import torch
 
 from . import runfolder
-from .checkpoint import CheckpointError, atomic_write_text, clean_state_dict, load_file
+from .checkpoint import CheckpointError, atomic_write_text, clean_state_dict
 from .config import Config
 
-CHECKPOINTS = ("best", "last")
 WEIGHTS, TASKS, EXPORT = "model.safetensors", "tasks.json", "export.json"
-_CKPT_FILE = {"best": runfolder.BEST, "last": runfolder.LAST}
 TIED = "lm_head.weight"  # stored as transformer.wte.weight (safetensors holds no shared tensors)
 
 
@@ -55,45 +53,12 @@ def _reference(cfg: Config) -> Config:
     return cfg.override(backend="reference", attention=None, embedding=None, batchgen=None)
 
 
-def from_run(run_dir: Path, checkpoint: str | None) -> Loaded:
-    """A run folder's best.pt (default, else last.pt) or the one named."""
-    from .model import GPT
-    cfg = _reference(runfolder.load_config(run_dir))
-    names = [checkpoint] if checkpoint else list(CHECKPOINTS)
-    path = next((run_dir / _CKPT_FILE[n] for n in names if (run_dir / _CKPT_FILE[n]).is_file()), None)
-    if path is None:
-        which = " or ".join(_CKPT_FILE[n] for n in names)
-        raise ValueError(f"run folder {str(run_dir)!r} has no checkpoint ({which}) to export: train it first")
-    state = load_file(path)
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"{path} holds no model state_dict")
-    model = GPT(cfg.model)
-    try:
-        model.load_state_dict(clean_state_dict(state["model"]))
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit the model of {runfolder.CONFIG}: {str(e).splitlines()[0]}") from None
-    step = state.get("step")
-    return Loaded(model.eval(), cfg, str(run_dir), str(path), int(step) if isinstance(step, int) else None)
-
-
 def open_model(source: str | Path, checkpoint: str | None = None, fields: dict[str, Any] | None = None) -> Loaded:
-    """A run folder, or a paper-format checkpoint file (task fields from its name and `fields`, as analyze)."""
-    if not isinstance(source, (str, Path)) or str(source) == "":
-        raise TypeError(f"source must be a run folder or a checkpoint path, got {source!r:.60}")
-    if checkpoint is not None and checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint={checkpoint!r} is not one of {', '.join(CHECKPOINTS)}")
-    path = Path(source)
-    if path.is_dir():
-        if fields:
-            raise ValueError(f"a run folder's config is saved in it: drop {', '.join(sorted(fields))}")
-        return from_run(path, checkpoint)
-    if path.is_file():
-        if checkpoint is not None:
-            raise ValueError("--checkpoint picks best.pt or last.pt in a run folder; this source is a file")
-        from .analysis.source import from_checkpoint
-        s = from_checkpoint(path, dict(fields or {}), torch.device("cpu"))
-        return Loaded(s.model.eval(), _reference(s.cfg), str(path), str(path), s.step)
-    raise ValueError(f"{str(path)!r} does not exist (a run folder or a checkpoint file)")
+    """A run folder (last.pt, else best.pt, as analyze; `checkpoint` picks one), a run's own checkpoint file, or a
+    paper-format checkpoint (task fields from its name and `fields`): read by analyze's loader, with its checks."""
+    from .analysis.source import open_source
+    s = open_source(source, checkpoint=checkpoint, device="cpu", fields=fields)
+    return Loaded(s.model.eval(), _reference(s.cfg), s.source, s.checkpoint, s.step)
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -198,7 +198,7 @@ def _model_of(source: Any, checkpoint: str | None, fields: dict[str, Any] | None
 def to_hooked_transformer(run_or_model: Any, *, checkpoint: str | None = None, fields: dict[str, Any] | None = None,
                           n_ctx: int | None = None, device: str | torch.device = "cpu") -> Any:
     """A transformer_lens.HookedTransformer with the same logits as the fastgrok GPT given: a model, a run folder
-    (best.pt, or `checkpoint="last"`), a paper-format checkpoint (task fields from its name or `fields`) or an
+    (last.pt, or `checkpoint="best"`), a paper-format checkpoint (task fields from its name or `fields`) or an
     export folder. `n_ctx`: the longest input it takes (default: the run's 3·n_shots, else 1024)."""
     _lens()  # the one-line error before any model is loaded
     model, seq_len = _model_of(run_or_model, checkpoint, fields)

@@ -14,9 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backends import Ops, resolve_ops
+from .backends import Ops, check_token_ids, resolve_ops
 from .config import ModelConfig
-from .ops import check_token_ids
 
 
 class Attention(nn.Module):

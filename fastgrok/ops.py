@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backends import attention_reference, fused_head_dims, kernel, kernels_run_on, split_qkv
+from .backends import attention_reference, check_token_ids, fused_head_dims, kernel, kernels_run_on, split_qkv
 from .rope import apply_rope, rope_attention_reference
 
 _warned: set[str] = set()
@@ -113,18 +113,6 @@ def attention_qkv(qkv: Tensor, n_head: int, theta: float = 10000.0, *, fallback:
     if not _use_fused(qkv, "attention_qkv", fallback):
         return attention_reference(qkv, n_head, theta)
     return kernel("attention_qkv")(qkv, n_head, theta)
-
-
-def check_token_ids(what: str, idx: Tensor, vocab: int) -> None:
-    """Token ids must lie in [0, vocab): one ValueError naming `what`, not torch's "index out of range in self"
-    (or a kernel's out-of-bounds read). Reading the ids' range syncs with a GPU; inside a compiled graph the
-    check is skipped (it would break the graph)."""
-    if torch.compiler.is_compiling() or idx.numel() == 0:
-        return
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= vocab:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"{what} holds token id {bad}, outside the vocabulary [0, {vocab})")
 
 
 def embedding(idx: Tensor, weight: Tensor, *, fallback: bool = False) -> Tensor:

@@ -45,7 +45,7 @@ def test_export_a_run_and_load_it_back_with_identical_logits(run, tmp_path, caps
     assert main(["export", str(run), "--out", str(out)]) == 0
     assert "model.safetensors" in capsys.readouterr().out
     from fastgrok.analysis import open_source
-    subject = open_source(run, device="cpu")  # best.pt, as the export's default
+    subject = open_source(run, device="cpu")  # last.pt, the default of both
     model = load_exported(out)
     x = _sequences(subject.cfg)
     # the same weights through the same reference ops on the same CPU: bit for bit
@@ -54,7 +54,7 @@ def test_export_a_run_and_load_it_back_with_identical_logits(run, tmp_path, caps
     tasks = json.loads((out / "tasks.json").read_text())
     assert tasks["pretrain"] == subject.tasks.pretrain.tolist() and tasks["ood"] == subject.tasks.ood.tolist()
     info = json.loads((out / "export.json").read_text())
-    assert info["step"] == subject.step and info["checkpoint"].endswith("best.pt")
+    assert info["step"] == subject.step and info["checkpoint"].endswith("last.pt")
     from safetensors import safe_open
     with safe_open(str(out / "model.safetensors"), "pt") as f:  # the tied head stored once
         assert "lm_head.weight" not in f.keys() and "transformer.wte.weight" in f.keys()

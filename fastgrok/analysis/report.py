@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .. import runfolder
 from ..checkpoint import atomic_write_text
 from ..sets import ANALYSES, SPLITS
 from . import algorithms as alg
@@ -472,10 +473,10 @@ def checkpoint_note(subject: Subject) -> dict[str, Any]:
     o.o.d. test set on weights selected on it)."""
     name = Path(subject.checkpoint).name
     note = ""
-    if name == "best.pt":
-        note = ("best.pt: the step with the highest o.o.d. test accuracy, chosen on that set, so o.o.d. test numbers "
-                "of these weights are biased upward; last.pt is the unselected end of training")
-    return dict(file=name, step=subject.step, chosen_by="o.o.d. test accuracy" if name == "best.pt" else None,
+    if name == runfolder.BEST:
+        note = (f"{runfolder.BEST}: the step with the highest o.o.d. test accuracy, chosen on that set, so o.o.d. test numbers "
+                "of these weights are biased upward; {runfolder.LAST} is the unselected end of training")
+    return dict(file=name, step=subject.step, chosen_by="o.o.d. test accuracy" if name == runfolder.BEST else None,
                 note=note)
 
 
