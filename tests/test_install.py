@@ -82,11 +82,17 @@ def installed(tmp_path_factory):
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=_NOT_SOURCE)
     dist = tmp / "dist"
-    build = ("import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))")
-    subprocess.run([sys.executable, "-c", build, str(dist)], cwd=src, check=True, capture_output=True, timeout=300)
+    # The build runs in the source folder, whose top-level kernels/ would shadow an installed PyPI package of that
+    # name (transformers needs one) whose setuptools plugin (egg_info.writers) the build loads: keep the source
+    # folder off sys.path here, and let pip build the wheel in its own isolated environment, as from an index.
+    build = ("import os, sys; sys.path[:] = [p for p in sys.path if p not in ('', os.getcwd())]; "
+             "import setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))")
+    res = subprocess.run([sys.executable, "-c", build, str(dist)], cwd=src, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
     sdist = next(dist.glob("fastgrok-*.tar.gz"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                    str(sdist)], check=True, capture_output=True, timeout=300)
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(sdist)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
     wheel = next(dist.glob("fastgrok-*.whl"))
     py = _venv_with_this_env(tmp / "venv")
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
