@@ -105,10 +105,10 @@ def _tiny_run(d: Path) -> None:
           "--quiet"], d)
 
 
-_EDIT_BEST = "import sys, torch\np = sys.argv[1] + '/r/best.pt'\ns = torch.load(p, weights_only=True)\n{edit}\ntorch.save(s, p)\n"
-_N_VAR_3 = _both(_tiny_run, _py(_EDIT_BEST.format(
+_EDIT_LAST = "import sys, torch\np = sys.argv[1] + '/r/" + LAST + "'\ns = torch.load(p, weights_only=True)\n{edit}\ntorch.save(s, p)\n"
+_N_VAR_3 = _both(_tiny_run, _py(_EDIT_LAST.format(
     edit="s['config']['task'].update(n_var=3, selection='random', n_pl=None, n_id=8)")))
-_NAN = _both(_tiny_run, _py(_EDIT_BEST.format(edit="s['model']['transformer.wte.weight'][0, 0] = float('nan')")))
+_NAN = _both(_tiny_run, _py(_EDIT_LAST.format(edit="s['model']['transformer.wte.weight'][0, 0] = float('nan')")))
 PAPER_NAME = ("noembdFalse_paraleTrue_pltask8_rope_decoder_p5_base5_row6_ntask8_nvar2_dsplitTrue_dfrac60.0_relu_n32_h2_"
               "d1_lctx512_I1_dI0_adamw_bs16_t10_T10_Tw3_lr1.00e-03_wd2.00e+00.pth")
 _PAPER_CKPT = _py("import sys\nfrom fastgrok import GPT, Config, save_reference_checkpoint\n"
@@ -243,7 +243,7 @@ CASES = [
     Case("SlurmOptions without a partition", code=_api(
         "from fastgrok.sweep import SlurmOptions\nSlurmOptions().check()")),
     # ---- issue 33: analyze
-    Case("analyze an n_var = 3 best.pt in an n_var = 2 run", ["analyze", "{d}/r", "--quiet"], setup=_N_VAR_3,
+    Case("analyze an n_var = 3 last.pt in an n_var = 2 run", ["analyze", "{d}/r", "--quiet"], setup=_N_VAR_3,
          left=_no("r/analysis")),
     Case("analyze NaN weights, --what kshot,grid,attention,noise", ["analyze", "{d}/r", "--what",
          "kshot,grid,attention,noise", "--quiet"], setup=_NAN, left=_no("r/analysis")),

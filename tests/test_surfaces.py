@@ -46,21 +46,21 @@ def _copy(src, dst):
     return dst
 
 
-def _nan_weights(run):
-    state = torch.load(run / "best.pt", weights_only=True)
+def _nan_weights(run):  # in last.pt, the checkpoint analyze reads by default
+    state = torch.load(run / "last.pt", weights_only=True)
     state["model"]["transformer.wte.weight"][0, 0] = float("nan")
-    torch.save(state, run / "best.pt")
+    torch.save(state, run / "last.pt")
 
 
 def _other_n_var(run):
-    """best.pt of an n_var = 3 run (same shapes: the vocabulary is p) copied into this n_var = 2 run."""
-    state = torch.load(run / "best.pt", weights_only=True)
+    """last.pt (analyze's default) of an n_var = 3 run (same shapes: the vocabulary is p) in this n_var = 2 run."""
+    state = torch.load(run / "last.pt", weights_only=True)
     state["config"]["task"].update(n_var=3, selection="random", n_pl=None, n_id=8)
-    torch.save(state, run / "best.pt")
+    torch.save(state, run / "last.pt")
 
 
 ANALYZE = [  # (case, setup of a copy of the run, argv after `analyze SOURCE`, source: run|paper, what the line says)
-    ("n_var = 3 best.pt in an n_var = 2 run", _other_n_var, [], "run", "trained with another config"),
+    ("n_var = 3 last.pt in an n_var = 2 run", _other_n_var, [], "run", "trained with another config"),
     ("NaN weights, kshot,grid,attention,noise", _nan_weights, ["--what", "kshot,grid,attention,noise"], "run",
      "NaN or inf"),
     ("NaN weights, embedding", _nan_weights, ["--what", "embedding"], "run", "NaN or inf"),

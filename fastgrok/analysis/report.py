@@ -48,16 +48,16 @@ class Options:
     noise_protocol: str = "fastgrok"        # label noise: j of the k examples, train inputs; or "paper"
     tasks_from: str | None = None           # a paper-format checkpoint: "fastgrok" = fastgrok-paper trained it
 
+    def __post_init__(self) -> None:
+        from .checks import check_option_types
+        check_option_types(self)
+
 
 def tasks_known(subject: Subject, opts: Options) -> bool:
     """Whether the subject's i.d./o.o.d. task sets are the ones it trained on: a run folder's always are; a
     paper-format checkpoint's are fastgrok's draw for its fields, its own only if fastgrok-paper trained it
     (--tasks-from fastgrok), since the paper's code draws tasks from its training seed."""
     return subject.source != subject.checkpoint or opts.tasks_from == "fastgrok"
-
-    def __post_init__(self) -> None:
-        from .checks import check_option_types
-        check_option_types(self)
 
 
 def resolve(subject: Subject, opts: Options) -> tuple[str, ...]:
