@@ -127,7 +127,9 @@ def test_a_grid_runs_through_slurm_with_results_and_threads_from_the_allocation(
 
 def test_requeue_and_the_time_limit_signal_resume_each_evaluation_once(cluster, tmp_path, capsys):
     root = tmp_path / "sw"
-    assert main(_sweep(root, "--steps", "2400", "--eval-every", "400")) == 0, capsys.readouterr().err
+    # 4800 steps: after the third evaluation ≥ 3600 steps (≈ 10 s at a quiet CPU's 2.8 ms/step) are left for
+    # `scontrol requeue` to land in; with 2400 the run could finish first on a quiet machine (seen: 4 of 4)
+    assert main(_sweep(root, "--steps", "4800", "--eval-every", "400")) == 0, capsys.readouterr().err
     sweep = load_sweep(root)
     (name,) = sweep.names()
     run = sweep.runs / name
@@ -148,7 +150,7 @@ def test_requeue_and_the_time_limit_signal_resume_each_evaluation_once(cluster, 
     _release(root, job)
     _wait(root, lambda: _all_ended(root), "the point to finish after the requeue")
     assert point_status(root, name) == "done"
-    assert _steps(run) == list(range(400, 2401, 400))  # each evaluation exactly once
+    assert _steps(run) == list(range(400, 4801, 400))  # each evaluation exactly once
     assert len(list(run.glob("env-resume-*.json"))) >= 2
     statuses = [a["status"] for a in read_attempts(root, name)]
     assert statuses[0] == "interrupted" and statuses[-1] == "done"
@@ -156,7 +158,9 @@ def test_requeue_and_the_time_limit_signal_resume_each_evaluation_once(cluster, 
 
 def test_a_cancelled_point_is_submitted_again_and_a_killed_one_fails_then_retries(cluster, tmp_path, capsys):
     root = tmp_path / "sw"
-    args = _sweep(root, "--steps", "2400", "--eval-every", "400", grid=("--seeds", "1,2"))
+    # 4800 steps: both points still running when the second one starts, on a quiet CPU too (2.8 ms/step;
+    # with 2400 the first could finish before scancel landed)
+    args = _sweep(root, "--steps", "4800", "--eval-every", "400", grid=("--seeds", "1,2"))
     assert main(args) == 0, capsys.readouterr().err
     sweep = load_sweep(root)
     a, b = sweep.names()
@@ -174,7 +178,7 @@ def test_a_cancelled_point_is_submitted_again_and_a_killed_one_fails_then_retrie
     assert len(job_history(sweep, a)) == 2 and len(job_history(sweep, b)) == 2
     _wait(root, lambda: _all_ended(root) and point_status(root, b) == "done", "the failed point to finish")
     for n in (a, b):
-        assert _steps(sweep.runs / n) == list(range(400, 2401, 400))
+        assert _steps(sweep.runs / n) == list(range(400, 4801, 400))
 
 
 def test_bad_partition_and_gpus_are_one_line_and_submit_nothing(cluster, tmp_path, capsys):
