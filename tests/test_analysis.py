@@ -17,6 +17,7 @@ from fastgrok.analysis import (ANALYSES, STRATA, Options, analyze, attention_map
                                pca, primitive_root, ratio_matching, scaled_example_answers, strata, trace)
 from fastgrok.backends import resolve_ops
 from fastgrok.cli import main
+from cli_errors import one_line_error
 
 
 # ---- the arithmetic ---------------------------------------------------------------------------------
@@ -536,12 +537,7 @@ def test_analyze_a_paper_checkpoint_reads_p_and_tasks_from_its_name(tmp_path, ca
     assert "--tasks-from fastgrok" in _err(capsys, ["analyze", str(path), "--what", "grid", "--all-tasks"])
 
 
-def _err(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, (code, err)
-    assert err.startswith("fastgrok: error: ") and err.count("\n") == 1, err
-    return err
+_err = one_line_error
 
 
 def test_bad_input_is_one_line_and_exit_2(trained_run, tmp_path, capsys):

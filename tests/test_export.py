@@ -11,6 +11,7 @@ import torch
 
 from fastgrok import GPT, Config, load_exported, sample_batch, save_reference_checkpoint, train
 from fastgrok.cli import main
+from cli_errors import one_line_error
 from fastgrok.export import export, exported_config, need
 from fastgrok.tasks import make_tasks
 
@@ -102,12 +103,7 @@ def test_a_paper_checkpoint_exports_too(tmp_path):
     assert json.loads((out / "export.json").read_text())["step"] == 100
 
 
-def _err(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, (code, err)
-    assert err.startswith("fastgrok: error: ") and err.count("\n") == 1, err
-    return err
+_err = one_line_error
 
 
 def test_bad_input_is_one_line_and_exit_2(run, tmp_path, capsys):
