@@ -423,6 +423,24 @@ CANDIDATES: dict[str, Candidate] = {
         split=True,
         tiles=_all16("bwd", {32: (32, 16, 16, 32, 4, 1), 64: (32, 16, 16, 32, 4, 1), 128: (32, 16, 16, 32, 4, 1)})
         + _all16("fwd", {32: (16, 32, 2, 2), 64: (16, 32, 2, 2), 128: (16, 32, 2, 2)})),
+    # The tile sweep (D = 128, the paper's head dim; other head dims keep v2's tiles, split): spill-free in the
+    # offline compile, spanning what the latency model cannot rank — wgmma (64-row dot operands, Hopper's
+    # asynchronous tensor-core path: HGMMA in the SASS) against mma.sync, 8 warps against 4, 1 against 3
+    # programs per SM, pipeline depth. benchmarks/kernel_ab.py times every one at the paper's shape and takes
+    # the fastest few on to the train step.
+    "wg64-w8": Candidate(
+        "split backward on wgmma: 64-key dK/dV and 64-query dQ programs stepping over 32 rows, 8 warps, 3 stages "
+        "(2 stages spill under Triton 3.6); forward 64-query blocks on wgmma, 4 warps",
+        split=True, tiles=_all16("bwd", {128: (32, 64, 64, 32, 8, 3)}) + _all16("fwd", {128: (64, 32, 4, 2)})),
+    "wg64-r16-w8": Candidate(
+        "wg64-w8 stepping over 16 rows (more, shorter steps; fewer registers); forward at 3 stages",
+        split=True, tiles=_all16("bwd", {128: (16, 64, 64, 16, 8, 3)}) + _all16("fwd", {128: (64, 32, 4, 3)})),
+    "split-w8": Candidate(
+        "split backward, 32 × 32 tiles at 8 warps, 2 stages (mma.sync; 178 registers); v2's forward",
+        split=True, tiles=_all16("bwd", {128: (32, 32, 32, 32, 8, 2)})),
+    "split16x16-w4": Candidate(
+        "split backward, 16 × 16 tiles at 4 warps (166 registers: 3 programs per SM); forward 32-query blocks",
+        split=True, tiles=_all16("bwd", {128: (16, 16, 16, 16, 4, 2)}) + _all16("fwd", {128: (32, 32, 4, 2)})),
 }
 DEFAULT_CANDIDATE = "split-w4"  # by the model and the offline compile (docs/kernels.md); the GPU A/B decides
 _active = [DEFAULT_CANDIDATE]  # the launchers' candidate; attention_candidate() sets it for a block of code

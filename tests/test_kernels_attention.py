@@ -446,6 +446,8 @@ CANDIDATE_CASES = [  # (id, (B, H, T, D), dtype, tile table's itemsize: 2 = the 
     ("T17D32", (1, 2, 17, 32), torch.float32, 2),
     ("T95D64", (1, 2, 95, 64), torch.float32, 2),
     ("T95D128", (1, 2, 95, 128), torch.float32, 2),
+    ("T33D128", (1, 2, 33, 128), torch.float32, 2),  # the sweep's 64-row blocks: one block, part-filled
+    ("T130D128-bf16", (1, 1, 130, 128), torch.bfloat16, 2),  # past ONE_PROGRAM_MAX_T at the paper's head dim
     ("T200D64", (1, 1, 200, 64), torch.float32, 2),  # past ONE_PROGRAM_MAX_T: split in every candidate
     ("T95D128-fp16", (1, 2, 95, 128), torch.float16, 2),
     ("T33D64-bf16", (1, 2, 33, 64), torch.bfloat16, 2),
@@ -501,8 +503,9 @@ def test_candidates_reach_the_launch():
         assert bwd.kwargs["ONE_PROGRAM"] == (not want["split"]) == (not CANDIDATES[name].split)
         assert (fwd.kwargs["num_warps"], bwd.kwargs["num_warps"]) == (want["fwd"][2], want["bwd"][4])
         assert bwd.grid == (2 * 4 * (1 if not want["split"] else 95 // want["bwd"][1] + 1 + 95 // want["bwd"][2] + 1),)
-        seen[name] = (fwd.kwargs["BLOCK_M"], bwd.kwargs["BLOCK_N"], bwd.kwargs["num_warps"], want["split"],
-                      bwd.kwargs["PRE_DELTA"])
+        seen[name] = (*(fwd.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")),
+                      *(bwd.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_M2", "BLOCK_N2", "num_warps", "num_stages")),
+                      want["split"], bwd.kwargs["PRE_DELTA"])
     assert len(set(seen.values())) == len(seen)  # every candidate launches something of its own
     with pytest.raises(ValueError, match="attention candidate 'nope' is not one of v2"):
         with attention_candidate("nope"):
