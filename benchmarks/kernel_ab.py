@@ -8,12 +8,15 @@ In this order, each part skipped (and said so) when the budget left is below its
 1. attention at the paper's shape (B 1024, H 4, T 95, D 128, bf16): `reference`, `reference-compiled`
    and `fused-<candidate>` for each candidate, modes forward / backward / full (fastgrok.bench.kernels'
    inputs, timing and rows: ms, GB/s, TFLOP/s);
+   then the finalists: v2, the default and the `--finalists` fastest others by their full (forward +
+   backward) median there — the tile sweep's candidates earn the train step only by this measurement;
 2. the depth-4 paper train step (`paper-d4`, fused, compiled once: the attention ops are opaque custom
-   ops that read the active candidate when they run), `fused-compiled-<candidate>` per candidate, the
-   first candidate timed again last (mode `repeat`: the drift between two timings of one kernel);
-3. the reference-compiled train step at depth 4 (the figure the fused step must beat, same lease);
-4. a T / head_dim sweep (T 32, 64, 128, 256 at D 128; D 32, 64 at T 95; B 1024) of the candidates and
-   the eager reference, with the budget that is left (about 2 s per provider and point).
+   ops that read the active candidate when they run), `fused-compiled-<candidate>` per finalist, the
+   first timed again last (mode `repeat`: the drift between two timings of one kernel);
+3. a T / head_dim sweep (T 32, 64, 128, 256 at D 128; D 32, 64 at T 95; B 1024) of the finalists and
+   the eager reference (about 4 s per provider and point);
+4. the reference-compiled train step at depth 4 (the figure the fused step must beat; gpu_check.sh's
+   stage 3 measures it in the same lease), with what is left.
 Rows append to OUT/kernels.csv and OUT/train.csv (the project's long format, the candidate named in
 `provider`); `fastgrok bench merge --from OUT` brings them into bench_results/. A summary table ends
 the output. `--dry-run` times nothing real: the interpreter's timings mean nothing.
@@ -48,6 +51,16 @@ def _budget(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--finalists {text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--finalists {text!r} must be 0 or more")
+    return value
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="benchmarks/kernel_ab.py", description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=_budget, default=270.0, help="seconds for the whole run (default 270)")
@@ -55,6 +68,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="folder of kernels.csv / train.csv to append to (default bench_results)")
     ap.add_argument("--candidates", default=None,
                     help="comma-separated candidate names (default: all, today's v2 first)")
+    ap.add_argument("--finalists", type=_count, default=2,
+                    help="besides v2 and the default, how many of the fastest candidates at the paper's shape go on "
+                         "to the train step and the sweep (default 2)")
     ap.add_argument("--dry-run", action="store_true",
                     help="CPU, tiny shapes, Triton's interpreter, aot_eager: the flow in seconds, timings meaningless")
     return ap.parse_args(argv)
@@ -93,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     else:
         device = torch.device("cuda")
-    return run(names, device, args.out, args.budget, args.dry_run)
+    return run(names, device, args.out, args.budget, args.dry_run, args.finalists)
 
 
 class Clock:
@@ -111,7 +127,7 @@ class Clock:
         return self.left() > 0 if self.dry else self.left() >= ESTIMATE[part] * n
 
 
-def run(names: list[str], device, out: Path, budget: float, dry: bool) -> int:
+def run(names: list[str], device, out: Path, budget: float, dry: bool, finalists: int = 2) -> int:
     import torch
 
     from fastgrok.bench import kernels as bk
@@ -135,13 +151,26 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool) -> int:
             continue
         _attention(krec, case, p, device, dry, backend)
 
-    # 2. the depth-4 train step per candidate, one compiled model
-    if clock.fits("train-compile") and clock.fits("train-candidate", len(names) + 1):
-        _train(trec, names, device, dry, backend)
+    final = shortlist(krec.rows, names, DEFAULT_CANDIDATE, finalists)
+    krec.log(f"kernel_ab: finalists {', '.join(final)} (v2, the default, and the {finalists} fastest others by "
+             "their full median at the paper's shape)")
+
+    # 2. the depth-4 train step per finalist, one compiled model
+    if clock.fits("train-compile") and clock.fits("train-candidate", len(final) + 1):
+        _train(trec, final, device, dry, backend)
     else:
         trec.note(f"kernel_ab: skipped the train-step A/B: {clock.left():.0f} s left")
 
-    # 3. the reference-compiled step beside the candidates'
+    # 3. the T / head_dim sweep: finalists and the eager reference
+    for x_name, x, dims in sweep:
+        c = bk.Case("attention", tuple(dims.items()), ((x_name, x),))
+        for p in ["reference", *(f"fused-{n}" for n in final)]:
+            if not clock.fits("sweep-point"):
+                krec.note(f"kernel_ab: skipped attention {p} at {x_name}={x}: {clock.left():.0f} s left")
+                continue
+            _attention(krec, c, p, device, dry, backend)
+
+    # 4. the reference-compiled step beside the candidates'
     if clock.fits("train-reference"):
         from fastgrok.bench.train import Provider, bench_step
         cfg = _train_config(device, dry)
@@ -151,15 +180,8 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool) -> int:
         except Exception as e:  # a failing reference must not lose the rows above
             trec.note(f"kernel_ab: reference-compiled train step failed: {type(e).__name__}: {e}")
     else:
-        trec.note(f"kernel_ab: skipped the reference-compiled train step: {clock.left():.0f} s left")
-    # 4. the T / head_dim sweep: candidates and the eager reference, with what is left
-    for x_name, x, dims in sweep:
-        c = bk.Case("attention", tuple(dims.items()), ((x_name, x),))
-        for p in ["reference", *(f"fused-{n}" for n in names)]:
-            if not clock.fits("sweep-point"):
-                krec.note(f"kernel_ab: skipped attention {p} at {x_name}={x}: {clock.left():.0f} s left")
-                continue
-            _attention(krec, c, p, device, dry, backend)
+        trec.note(f"kernel_ab: skipped the reference-compiled train step (gpu_check.sh's stage 3 times it): "
+                  f"{clock.left():.0f} s left")
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -169,6 +191,16 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool) -> int:
     print(f"kernel_ab: {len(krec.rows)} kernel rows → {out / 'kernels.csv'}, {len(trec.rows)} train rows → "
           f"{out / 'train.csv'}; {max(0.0, budget - clock.left()):.0f} s of {budget:.0f}")
     return 0
+
+
+def shortlist(rows: list[dict], names: list[str], default: str, n: int) -> list[str]:
+    """v2 and `default` (where asked for), then the `n` others with the smallest full (forward + backward)
+    median at the paper's shape in `rows`; a candidate with no such row (failed, skipped) is not a finalist."""
+    full = {r["provider"].removeprefix("fused-"): float(r["p50"]) for r in rows
+            if r["mode"] == "full" and r["unit"] == "ms" and r["x_name"] == "shape" and r["provider"].startswith("fused-")}
+    keep = [c for c in names if c in ("v2", default)]
+    others = sorted((c for c in names if c not in keep and c in full), key=lambda c: full[c])
+    return keep + others[:n]
 
 
 def _candidate(provider: str):

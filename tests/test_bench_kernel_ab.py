@@ -21,11 +21,13 @@ def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def test_dry_run_writes_every_row(tmp_path):
-    """The whole flow at tiny size: attention per provider and mode at the main shape and the sweep, the
-    train step per candidate (the first again as `repeat`) and the reference-compiled step."""
-    p = _run("--dry-run", "--out", str(tmp_path), "--candidates", "split-w4")
+    """The whole flow at tiny size: attention per provider and mode at the main shape, the train step and the
+    sweep for the finalists only (the default; with --finalists 0 no other), the first again as `repeat`, and
+    the reference-compiled step."""
+    p = _run("--dry-run", "--out", str(tmp_path), "--candidates", "split-w4,wg64-w8", "--finalists", "0")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "failed" not in p.stdout, p.stdout[-2000:]
+    assert "finalists split-w4 (" in p.stdout
     kernels = read_rows(tmp_path / "kernels.csv")
     assert kernels and set(kernels[0]) == set(FIELDS)
     got = {(r["provider"], r["mode"], r["x_name"]) for r in kernels if r["unit"] == "ms"}
@@ -33,11 +35,31 @@ def test_dry_run_writes_every_row(tmp_path):
         for mode in ("forward", "backward", "full"):
             assert {(provider, mode, "shape"), (provider, mode, "T")} <= got
     assert ("reference-compiled", "backward", "shape") in got
+    assert ("fused-wg64-w8", "full", "shape") in got and ("fused-wg64-w8", "full", "T") not in got  # not a finalist
     assert {r["unit"] for r in kernels} == {"ms", "GB/s", "TFLOP/s"}
     train = {(r["provider"], r["mode"]) for r in read_rows(tmp_path / "train.csv") if r["unit"] == "ms"}
     assert train == {("fused-compiled-split-w4", "step"), ("fused-compiled-split-w4", "repeat"),
                      ("reference-compiled", "step")}
     assert "train step, ms (p50)" in p.stdout  # the summary ends the output
+
+
+def test_finalists_are_the_fastest_at_the_papers_shape():
+    """v2 and the default always; then the n smallest full medians; no row (failed or skipped), no place."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kernel_ab", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    row = lambda c, ms, mode="full", x_name="shape": dict(provider=f"fused-{c}", mode=mode, unit="ms",  # noqa: E731
+                                                          x_name=x_name, p50=str(ms))
+    rows = [row("v2", 1.5), row("a", 0.9), row("b", 0.7), row("c", 0.8), row("d", 0.1, mode="backward"),
+            row("e", 0.05, x_name="T"), dict(provider="reference-compiled", mode="full", unit="ms", x_name="shape",
+                                             p50="0.01"), row("dflt", 2.0)]
+    names = ["v2", "dflt", "a", "b", "c", "d", "e", "f"]
+    assert module.shortlist(rows, names, "dflt", 2) == ["v2", "dflt", "b", "c"]
+    assert module.shortlist(rows, names, "dflt", 0) == ["v2", "dflt"]
+    assert module.shortlist(rows, names, "dflt", 9) == ["v2", "dflt", "b", "c", "a"]
+    assert module.shortlist(rows, ["a", "b"], "dflt", 1) == ["b"]  # neither v2 nor the default asked for
 
 
 def test_budget_skips_what_does_not_fit(tmp_path):
@@ -63,7 +85,8 @@ def _main(monkeypatch, *args: str) -> int:
 
 @pytest.mark.parametrize("args,field", [(("--budget", "-3"), "--budget"), (("--budget", "x"), "--budget"),
                                         (("--budget", "nan"), "--budget"),
-                                        (("--candidates", "v2,nope"), "--candidates")])
+                                        (("--candidates", "v2,nope"), "--candidates"),
+                                        (("--finalists", "-1"), "--finalists"), (("--finalists", "x"), "--finalists")])
 def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, field):
     assert _main(monkeypatch, "--dry-run", "--out", str(tmp_path), *args) == 2
     err = capsys.readouterr().err
