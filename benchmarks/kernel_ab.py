@@ -5,7 +5,9 @@ against today's kernel ("v2") and the reference providers, in one GPU call of un
     python benchmarks/kernel_ab.py --dry-run      # the whole flow on the CPU, tiny shapes, Triton's interpreter
 
 In this order, each part skipped (and said so) when the budget left is below its estimate:
-1. attention at the paper's shape (B 1024, H 4, T 95, D 128, bf16): `reference`, `reference-compiled`
+1. attention at the paper's shape (B 1024, H 4, T 95, D 128, bf16): `reference`, `reference-compiled`,
+   `sdpa-<backend>` (PyTorch's causal SDPA alone, held to one backend — cudnn, flash, efficient; math in a
+   dry run — on q, k as they come, no RoPE: the library's attention core, a floor for any RoPE + SDPA route)
    and `fused-<candidate>` for each candidate, modes forward / backward / full (fastgrok.bench.kernels'
    inputs, timing and rows: ms, GB/s, TFLOP/s);
    then the finalists: v2, the default and the `--finalists` fastest others by their full (forward +
@@ -37,6 +39,7 @@ TINY = dict(B=1, H=2, T=17, D=32)  # --dry-run: the interpreter's cost is per pr
 TINY_SWEEP = [("T", 9, dict(TINY, T=9))]
 TINY_TRAIN = dict(depth=1, n_shots=4)  # --dry-run: overrides of fastgrok.bench.core.TOY
 # Seconds each part is expected to take on an H200 (compiles included), for the budget; generous.
+SDPA_BACKENDS = ("cudnn", "flash", "efficient")  # torch.nn.attention.SDPBackend members, lower-cased
 ESTIMATE = {"attention": 8.0, "attention-compiled": 40.0, "train-compile": 60.0, "train-candidate": 10.0,
             "sweep-point": 4.0, "train-reference": 75.0}
 
@@ -141,12 +144,13 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool, finalists
              f"(default {DEFAULT_CANDIDATE}) | budget {budget:.0f} s" + (" | DRY RUN: timings mean nothing" if dry else ""))
     backend = "aot_eager" if dry else "inductor"
     main_dims, sweep = (TINY, TINY_SWEEP) if dry else (PAPER, SWEEP)
-    providers = ["reference", "reference-compiled", *(f"fused-{c}" for c in names)]
+    sdpa = ["sdpa-math"] if dry else [f"sdpa-{b}" for b in SDPA_BACKENDS]
+    providers = ["reference", "reference-compiled", *sdpa, *(f"fused-{c}" for c in names)]
 
     # 1. attention at the paper's shape
     case = bk.Case("attention", tuple(main_dims.items()), (("shape", bk.shape_label("attention", main_dims)),))
     for p in providers:
-        if not clock.fits("attention-compiled" if p.endswith("compiled") else "attention"):
+        if not clock.fits("attention-compiled" if p == "reference-compiled" else "attention"):
             krec.note(f"kernel_ab: skipped attention {p} at {case.labels[0][1]}: {clock.left():.0f} s left")
             continue
         _attention(krec, case, p, device, dry, backend)
@@ -204,11 +208,38 @@ def shortlist(rows: list[dict], names: list[str], default: str, n: int) -> list[
 
 
 def _candidate(provider: str):
-    """The attention_candidate context of a `fused-<name>` provider; a null context for the references."""
+    """The attention_candidate context of a `fused-<name>` provider; for `sdpa-<backend>`, PyTorch's SDPA held
+    to that backend (torch.nn.attention.sdpa_kernel); a null context for the references."""
     from fastgrok.kernels.rope_attention import attention_candidate
 
-    return attention_candidate(provider.removeprefix("fused-")) if provider.startswith("fused-") else \
-        contextlib.nullcontext()
+    if provider.startswith("fused-"):
+        return attention_candidate(provider.removeprefix("fused-"))
+    if provider.startswith("sdpa-"):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        return sdpa_kernel(getattr(SDPBackend, provider.removeprefix("sdpa-").upper()))
+    return contextlib.nullcontext()
+
+
+def _kind(provider: str) -> str:
+    """fastgrok.bench.kernels' provider behind an A/B provider name (its bytes model: the kernel's traffic for
+    fused, the ideal 4n / 8n for the others)."""
+    if provider.startswith("fused-"):
+        return "fused"
+    return "reference" if provider.startswith("sdpa-") else provider
+
+
+def sdpa_core(qkv, n_head: int, theta: float, q_slice=None):
+    """Causal SDPA on the fused projection's q, k, v as they are (no RoPE): (B, T, 3C) → (B, T, C). The
+    attention core a RoPE + SDPA route would call; `theta` is ignored. Every position (no q_slice)."""
+    import torch.nn.functional as F
+
+    from fastgrok.backends import split_qkv
+    if q_slice is not None:
+        raise ValueError("sdpa_core times every position")
+    B, T, C3 = qkv.shape
+    q, k, v = split_qkv(qkv, n_head)  # (B, H, T, D) strided views
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return y.transpose(1, 2).reshape(B, T, C3 // 3)  # (B, T, C)
 
 
 def _attention(rec, case, provider: str, device, dry: bool, backend: str) -> None:
@@ -216,10 +247,11 @@ def _attention(rec, case, provider: str, device, dry: bool, backend: str) -> Non
     import torch
 
     from fastgrok.bench import kernels as bk
-    kind = "fused" if provider.startswith("fused-") else provider
+    kind = _kind(provider)
     try:
         with _candidate(provider):
-            works = bk.setup("attention", case.dims, bk.implementation("attention", kind, backend), device, kind)
+            impl = sdpa_core if provider.startswith("sdpa-") else bk.implementation("attention", kind, backend)
+            works = bk.setup("attention", case.dims, impl, device, kind)
             for mode, work in works.items():
                 rec.add(bk.rows_for(case, provider, mode, work, _measure(work.fn, device, dry), device))
     except Exception as e:  # one failing candidate (a compile error, out of memory) must not end the A/B
@@ -308,7 +340,8 @@ def summary(krows: list[dict], trows: list[dict], names: list[str], main_dims: d
     print(f"\nattention, ms (p50); × = {base} / this")
     points = [("shape", "paper" if main_dims == PAPER else " ".join(f"{k}{v}" for k, v in main_dims.items()))]
     points += sorted({(k[2], k[3]) for k in ms if k[2] != "shape"})
-    provs = ["reference", "reference-compiled", *(f"fused-{n}" for n in names)]
+    provs = [p for p in dict.fromkeys(r["provider"] for r in krows) if not p.startswith("fused-")] + \
+        [f"fused-{n}" for n in names]  # the references and SDPA backends as they ran, then the candidates
     print(f"{'point':14s} {'provider':26s} {'forward':>16s} {'backward':>16s} {'full':>16s}")
     for x_name, x in points:
         for p in provs:

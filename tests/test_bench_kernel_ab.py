@@ -35,12 +35,32 @@ def test_dry_run_writes_every_row(tmp_path):
         for mode in ("forward", "backward", "full"):
             assert {(provider, mode, "shape"), (provider, mode, "T")} <= got
     assert ("reference-compiled", "backward", "shape") in got
+    assert {("sdpa-math", m, "shape") for m in ("forward", "backward", "full")} <= got  # SDPA held to one backend
     assert ("fused-wg64-w8", "full", "shape") in got and ("fused-wg64-w8", "full", "T") not in got  # not a finalist
     assert {r["unit"] for r in kernels} == {"ms", "GB/s", "TFLOP/s"}
     train = {(r["provider"], r["mode"]) for r in read_rows(tmp_path / "train.csv") if r["unit"] == "ms"}
     assert train == {("fused-compiled-split-w4", "step"), ("fused-compiled-split-w4", "repeat"),
                      ("reference-compiled", "step")}
     assert "train step, ms (p50)" in p.stdout  # the summary ends the output
+
+
+def test_sdpa_core_is_causal_sdpa_without_rope():
+    """The `sdpa-<backend>` providers' op: SDPA on the projection's q, k, v as they are, (B, T, 3C) → (B, T, C)."""
+    import importlib.util
+
+    import torch
+    import torch.nn.functional as F
+
+    spec = importlib.util.spec_from_file_location("kernel_ab", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    B, T, H, D = 2, 7, 2, 16
+    qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float64)
+    q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=-1))
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, H * D)
+    torch.testing.assert_close(module.sdpa_core(qkv, H, 10000.0), want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="every position"):
+        module.sdpa_core(qkv, H, 10000.0, slice(1, None, 3))
 
 
 def test_finalists_are_the_fastest_at_the_papers_shape():
