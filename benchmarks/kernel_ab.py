@@ -10,8 +10,12 @@ In this order, each part skipped (and said so) when the budget left is below its
    dry run — on q, k as they come, no RoPE: the library's attention core, a floor for any RoPE + SDPA route)
    and `fused-<candidate>` for each candidate, modes forward / backward / full (fastgrok.bench.kernels'
    inputs, timing and rows: ms, GB/s, TFLOP/s);
+   each candidate also checked there (mode `check`, unit `err / allowed`): its output and dqkv against the
+   reference in fp32, allowed twice the error of the reference in the working dtype plus a floor (the tests'
+   2× rule), so a candidate that is fast but wrong in real bf16 math is named and never a finalist;
    then the finalists: v2, the default and the `--finalists` fastest others by their full (forward +
-   backward) median there — the tile sweep's candidates earn the train step only by this measurement;
+   backward) median there, among those whose check passed — the tile sweep's candidates earn the train
+   step only by this measurement;
 2. the depth-4 paper train step (`paper-d4`, fused, compiled once: the attention ops are opaque custom
    ops that read the active candidate when they run), `fused-compiled-<candidate>` per finalist, the
    first timed again last (mode `repeat`: the drift between two timings of one kernel);
@@ -154,6 +158,8 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool, finalists
             krec.note(f"kernel_ab: skipped attention {p} at {case.labels[0][1]}: {clock.left():.0f} s left")
             continue
         _attention(krec, case, p, device, dry, backend)
+        if p.startswith("fused-"):
+            _check(krec, case, p, device)
 
     final = shortlist(krec.rows, names, DEFAULT_CANDIDATE, finalists)
     krec.log(f"kernel_ab: finalists {', '.join(final)} (v2, the default, and the {finalists} fastest others by "
@@ -199,12 +205,59 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool, finalists
 
 def shortlist(rows: list[dict], names: list[str], default: str, n: int) -> list[str]:
     """v2 and `default` (where asked for), then the `n` others with the smallest full (forward + backward)
-    median at the paper's shape in `rows`; a candidate with no such row (failed, skipped) is not a finalist."""
-    full = {r["provider"].removeprefix("fused-"): float(r["p50"]) for r in rows
-            if r["mode"] == "full" and r["unit"] == "ms" and r["x_name"] == "shape" and r["provider"].startswith("fused-")}
+    median at the paper's shape in `rows` whose check there passed (a `check` row ≤ 1); a candidate with no such
+    rows (failed, skipped) is not a finalist."""
+    def at_shape(mode: str, unit: str) -> dict[str, float]:
+        return {r["provider"].removeprefix("fused-"): float(r["p50"]) for r in rows if r["mode"] == mode
+                and r["unit"] == unit and r["x_name"] == "shape" and r["provider"].startswith("fused-")}
+    full, check = at_shape("full", "ms"), at_shape("check", CHECK_UNIT)
     keep = [c for c in names if c in ("v2", default)]
-    others = sorted((c for c in names if c not in keep and c in full), key=lambda c: full[c])
+    others = sorted((c for c in names if c not in keep and c in full and check.get(c, 2.0) <= 1.0),
+                    key=lambda c: full[c])
     return keep + others[:n]
+
+
+CHECK_UNIT = "err / allowed"
+CHECK_FLOOR = {"torch.bfloat16": 1e-3, "torch.float16": 1e-4, "torch.float32": 1e-5}  # the tests' FLOOR; fp32: dry run
+
+
+def _check(rec, case, provider: str, device) -> None:
+    """One `check` row for a fused candidate at `case`: max over out and dqkv of err(fused) / (2 · err(reference in
+    the working dtype) + floor), errors taken against the reference in fp32 on the same inputs (≤ 1 passes)."""
+    import torch
+
+    from fastgrok.backends import attention_reference, get_op
+    from fastgrok.bench import kernels as bk
+    from fastgrok.bench.core import Timing, row
+    dims = case.dims
+    B, H, T, D = dims["B"], dims["H"], dims["T"], dims["D"]
+    dt = bk.dtype_for("attention", device)
+    try:
+        gen = torch.Generator(device="cpu").manual_seed(1)
+        qkv = torch.randn(B, T, 3 * H * D, generator=gen).to(device, dt).requires_grad_()  # (B, T, 3C)
+        dout = torch.randn(B, T, H * D, generator=gen).to(device, dt)  # (B, T, C)
+        with _candidate(provider):
+            out = get_op("attention", "fused")(qkv, H, bk.THETA)
+            (g,) = torch.autograd.grad(out, qkv, dout)
+        ref = attention_reference(qkv, H, bk.THETA)
+        (g_ref,) = torch.autograd.grad(ref, qkv, dout)
+        qkv32 = qkv.detach().float().requires_grad_()
+        ref32 = attention_reference(qkv32, H, bk.THETA)
+        (g32,) = torch.autograd.grad(ref32, qkv32, dout.float())
+        floor = CHECK_FLOOR[str(dt)]
+        ratio = max(float((f.float() - j).abs().max()) / (2 * float((r.float() - j).abs().max()) + floor)
+                    for f, r, j in ((out, ref, ref32), (g, g_ref, g32)))
+    except Exception as e:
+        rec.note(f"kernel_ab: check of {provider} at {bk.shape_label('attention', dims)} failed: {type(e).__name__}: "
+                 f"{str(e).splitlines()[0] if str(e) else ''}")
+        return
+    rec.add([row("attention", provider, "check", *case.labels[0], Timing(ratio, ratio, ratio), CHECK_UNIT, device)],
+            log=False)
+    verdict = "ok" if ratio <= 1 else "WRONG: not a finalist"
+    rec.log(f"  check          {provider:22s} {bk.shape_label('attention', dims)}: error {ratio:.3g} of allowed "
+            f"({verdict})")
+    if ratio > 1:
+        rec.note(f"kernel_ab: {provider} errs {ratio:.3g}× the allowed at {bk.shape_label('attention', dims)}")
 
 
 def _candidate(provider: str):

@@ -36,8 +36,10 @@ def test_dry_run_writes_every_row(tmp_path):
             assert {(provider, mode, "shape"), (provider, mode, "T")} <= got
     assert ("reference-compiled", "backward", "shape") in got
     assert {("sdpa-math", m, "shape") for m in ("forward", "backward", "full")} <= got  # SDPA held to one backend
+    checks = {r["provider"]: float(r["p50"]) for r in kernels if r["mode"] == "check"}
+    assert set(checks) == {"fused-split-w4", "fused-wg64-w8"} and max(checks.values()) <= 1, checks
     assert ("fused-wg64-w8", "full", "shape") in got and ("fused-wg64-w8", "full", "T") not in got  # not a finalist
-    assert {r["unit"] for r in kernels} == {"ms", "GB/s", "TFLOP/s"}
+    assert {r["unit"] for r in kernels} == {"ms", "GB/s", "TFLOP/s", "err / allowed"}
     train = {(r["provider"], r["mode"]) for r in read_rows(tmp_path / "train.csv") if r["unit"] == "ms"}
     assert train == {("fused-compiled-split-w4", "step"), ("fused-compiled-split-w4", "repeat"),
                      ("reference-compiled", "step")}
@@ -64,18 +66,21 @@ def test_sdpa_core_is_causal_sdpa_without_rope():
 
 
 def test_finalists_are_the_fastest_at_the_papers_shape():
-    """v2 and the default always; then the n smallest full medians; no row (failed or skipped), no place."""
+    """v2 and the default always; then the n smallest full medians among the candidates whose check passed; no
+    row (failed or skipped), or a failed check, no place."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("kernel_ab", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    row = lambda c, ms, mode="full", x_name="shape": dict(provider=f"fused-{c}", mode=mode, unit="ms",  # noqa: E731
-                                                          x_name=x_name, p50=str(ms))
+    row = lambda c, v, mode="full", x_name="shape", unit="ms": dict(provider=f"fused-{c}", mode=mode,  # noqa: E731
+                                                                   unit=unit, x_name=x_name, p50=str(v))
     rows = [row("v2", 1.5), row("a", 0.9), row("b", 0.7), row("c", 0.8), row("d", 0.1, mode="backward"),
             row("e", 0.05, x_name="T"), dict(provider="reference-compiled", mode="full", unit="ms", x_name="shape",
-                                             p50="0.01"), row("dflt", 2.0)]
-    names = ["v2", "dflt", "a", "b", "c", "d", "e", "f"]
+                                             p50="0.01"), row("dflt", 2.0), row("g", 0.01), row("h", 0.02)]
+    rows += [row(c, 0.5, mode="check", unit=module.CHECK_UNIT) for c in ("v2", "a", "b", "c", "d", "e", "dflt")]
+    rows += [row("g", 1.5, mode="check", unit=module.CHECK_UNIT)]  # the fastest, but wrong; h was never checked
+    names = ["v2", "dflt", "a", "b", "c", "d", "e", "f", "g", "h"]
     assert module.shortlist(rows, names, "dflt", 2) == ["v2", "dflt", "b", "c"]
     assert module.shortlist(rows, names, "dflt", 0) == ["v2", "dflt"]
     assert module.shortlist(rows, names, "dflt", 9) == ["v2", "dflt", "b", "c", "a"]

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One prepared command for a GPU lease (15 minutes of device time, at most 600 s a call): gpu_check.sh with a
+# budget, then the attention A/B (benchmarks/kernel_ab.py) with its own, rows of both under OUT_DIR.
+#
+#   benchmarks/gpu_lease.sh [--paper-dir DIR] [--wheels DIR] OUT_DIR     # on the GPU machine, from a packed tree
+#   benchmarks/gpu_lease.sh --dry-run OUT_DIR                            # CPU rehearsal of both (toy sizes)
+#   GPU_LEASE_CHECK_BUDGET=280 GPU_LEASE_AB_BUDGET=230 GPU_LEASE_ONLY=1,2,3,4 benchmarks/gpu_lease.sh OUT_DIR
+#
+# Defaults: gpu_check's stages 1-4 (GPU tests, ceilings, the depth-4 train step with the reference-compiled
+# provider, the paper's own loop: the issue #29 targets' denominators, measured in the same lease) in 280 s,
+# then the A/B in 230 s: ≈ 520 s in all, so a call with timeout_s 560 holds both. OUT_DIR/check and
+# OUT_DIR/ab get the rows; `fastgrok bench merge --from` each of them here. Exit status: gpu_check's count
+# of failed stages plus the A/B's exit status.
+set -u
+HERE="$(pwd)"
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "${HERE}/$1" ;; esac; }
+PY="${PYTHON:-python3}"
+DRY=() CHECK_ARGS=() OUT_DIR=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) DRY=(--dry-run) ;;
+        --paper-dir|--wheels) CHECK_ARGS+=("$1" "$(abspath "${2:?$1 needs a folder}")"); shift ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -*) echo "gpu_lease: unknown option $1 (see --help)" >&2; exit 2 ;;
+        *) [ -z "${OUT_DIR}" ] || { echo "gpu_lease: one OUT_DIR only (got ${OUT_DIR} and $1)" >&2; exit 2; }
+           OUT_DIR="$(abspath "$1")" ;;
+    esac
+    shift
+done
+[ -n "${OUT_DIR}" ] || { echo "gpu_lease: OUT_DIR missing (see --help)" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+mkdir -p "${OUT_DIR}/check" "${OUT_DIR}/ab" || exit 2
+echo "=== gpu_lease: gpu_check (stages ${GPU_LEASE_ONLY:-1,2,3,4}, ${GPU_LEASE_CHECK_BUDGET:-280} s) then the A/B" \
+     "(${GPU_LEASE_AB_BUDGET:-230} s) -> ${OUT_DIR}"
+GPU_CHECK_BUDGET="${GPU_LEASE_CHECK_BUDGET:-280}" bash benchmarks/gpu_check.sh "${DRY[@]}" \
+    --only "${GPU_LEASE_ONLY:-1,2,3,4}" "${CHECK_ARGS[@]}" "${OUT_DIR}/check"
+check=$?
+# shellcheck disable=SC2086  # GPU_LEASE_AB_ARGS: extra words for kernel_ab.py (e.g. --candidates v2,split-w4)
+PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" "${PY}" benchmarks/kernel_ab.py "${DRY[@]}" \
+    --budget "${GPU_LEASE_AB_BUDGET:-230}" --out "${OUT_DIR}/ab" ${GPU_LEASE_AB_ARGS:-}
+ab=$?
+echo "=== gpu_lease: gpu_check ${check} stage(s) failed or cut; kernel_ab exit ${ab}"
+exit $((check + ab))
