@@ -436,8 +436,9 @@ CANDIDATES: dict[str, Candidate] = {
         "wg64-w8 stepping over 16 rows (more, shorter steps; fewer registers); forward at 3 stages",
         split=True, tiles=_all16("bwd", {128: (16, 64, 64, 16, 8, 3)}) + _all16("fwd", {128: (64, 32, 4, 3)})),
     "split-w8": Candidate(
-        "split backward, 32 × 32 tiles at 8 warps, 2 stages (mma.sync; 178 registers); v2's forward",
-        split=True, tiles=_all16("bwd", {128: (32, 32, 32, 32, 8, 2)})),
+        "split backward, 32 × 32 tiles at 8 warps, 2 stages (mma.sync; 178 registers); forward 64-query blocks "
+        "over every key at once on wgmma (one step per program), 8 warps",
+        split=True, tiles=_all16("bwd", {128: (32, 32, 32, 32, 8, 2)}) + _all16("fwd", {128: (64, 128, 8, 1)})),
     "split16x16-w4": Candidate(
         "split backward, 16 × 16 tiles at 4 warps (166 registers: 3 programs per SM); forward 32-query blocks",
         split=True, tiles=_all16("bwd", {128: (16, 16, 16, 16, 4, 2)}) + _all16("fwd", {128: (32, 32, 4, 2)})),
