@@ -400,6 +400,11 @@ def _all16(part: str, tiles: dict[int, tuple[int, ...]]) -> tuple:
     return tuple(((D, 2), part, t) for D, t in tiles.items())
 
 
+def _d128(bwd: tuple[int, ...], fwd: tuple[int, ...] | None = None) -> tuple:
+    """16-bit overrides at the paper's head dim only: the backward's tiles, and the forward's if given."""
+    return _all16("bwd", {128: bwd}) + (_all16("fwd", {128: fwd}) if fwd else ())
+
+
 # docs/kernels.md derives each from the latency model fitted to the H200's figures; the offline
 # compile (bench_results/kernel_report*.md) gives their registers and spills. Unmeasured on GPU
 # except "v2".
@@ -431,17 +436,17 @@ CANDIDATES: dict[str, Candidate] = {
     "wg64-w8": Candidate(
         "split backward on wgmma: 64-key dK/dV and 64-query dQ programs stepping over 32 rows, 8 warps, 3 stages "
         "(2 stages spill under Triton 3.6); forward 64-query blocks on wgmma, 4 warps",
-        split=True, tiles=_all16("bwd", {128: (32, 64, 64, 32, 8, 3)}) + _all16("fwd", {128: (64, 32, 4, 2)})),
+        split=True, tiles=_d128((32, 64, 64, 32, 8, 3), (64, 32, 4, 2))),
     "wg64-r16-w8": Candidate(
         "wg64-w8 stepping over 16 rows (more, shorter steps; fewer registers); forward at 3 stages",
-        split=True, tiles=_all16("bwd", {128: (16, 64, 64, 16, 8, 3)}) + _all16("fwd", {128: (64, 32, 4, 3)})),
+        split=True, tiles=_d128((16, 64, 64, 16, 8, 3), (64, 32, 4, 3))),
     "split-w8": Candidate(
         "split backward, 32 × 32 tiles at 8 warps, 2 stages (mma.sync; 178 registers); forward 64-query blocks "
         "over every key at once on wgmma (one step per program), 8 warps",
-        split=True, tiles=_all16("bwd", {128: (32, 32, 32, 32, 8, 2)}) + _all16("fwd", {128: (64, 128, 8, 1)})),
+        split=True, tiles=_d128((32, 32, 32, 32, 8, 2), (64, 128, 8, 1))),
     "split16x16-w4": Candidate(
         "split backward, 16 × 16 tiles at 4 warps (166 registers: 3 programs per SM); forward 32-query blocks",
-        split=True, tiles=_all16("bwd", {128: (16, 16, 16, 16, 4, 2)}) + _all16("fwd", {128: (32, 32, 4, 2)})),
+        split=True, tiles=_d128((16, 16, 16, 16, 4, 2), (32, 32, 4, 2))),
 }
 DEFAULT_CANDIDATE = "split-w4"  # by the model and the offline compile (docs/kernels.md); the GPU A/B decides
 _active = [DEFAULT_CANDIDATE]  # the launchers' candidate; attention_candidate() sets it for a block of code
