@@ -43,7 +43,9 @@ TINY = dict(B=1, H=2, T=17, D=32)  # --dry-run: the interpreter's cost is per pr
 TINY_SWEEP = [("T", 9, dict(TINY, T=9))]
 TINY_TRAIN = dict(depth=1, n_shots=4)  # --dry-run: overrides of fastgrok.bench.core.TOY
 # Seconds each part is expected to take on an H200 (compiles included), for the budget; generous.
-SDPA_BACKENDS = ("cudnn", "flash", "efficient")  # torch.nn.attention.SDPBackend members, lower-cased
+SDPA_BACKENDS = ("cudnn", "flash", "efficient")  # `sdpa-<name>` providers on CUDA (`sdpa-math` in a dry run)
+SDPA_MEMBERS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                "math": "MATH"}  # torch.nn.attention.SDPBackend's names
 ESTIMATE = {"attention": 8.0, "attention-compiled": 40.0, "train-compile": 60.0, "train-candidate": 10.0,
             "sweep-point": 4.0, "train-reference": 75.0}
 
@@ -269,7 +271,7 @@ def _candidate(provider: str):
         return attention_candidate(provider.removeprefix("fused-"))
     if provider.startswith("sdpa-"):
         from torch.nn.attention import SDPBackend, sdpa_kernel
-        return sdpa_kernel(getattr(SDPBackend, provider.removeprefix("sdpa-").upper()))
+        return sdpa_kernel(getattr(SDPBackend, SDPA_MEMBERS[provider.removeprefix("sdpa-")]))
     return contextlib.nullcontext()
 
 

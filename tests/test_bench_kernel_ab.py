@@ -65,6 +65,21 @@ def test_sdpa_core_is_causal_sdpa_without_rope():
         module.sdpa_core(qkv, H, 10000.0, slice(1, None, 3))
 
 
+def test_every_sdpa_provider_names_a_backend():
+    """The `sdpa-<name>` providers the GPU run times (and the dry run's math) each hold a real SDPBackend."""
+    import importlib.util
+
+    from torch.nn.attention import SDPBackend
+
+    spec = importlib.util.spec_from_file_location("kernel_ab", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in (*module.SDPA_BACKENDS, "math"):
+        with module._candidate(f"sdpa-{name}"):
+            pass
+        assert isinstance(getattr(SDPBackend, module.SDPA_MEMBERS[name]), SDPBackend)
+
+
 def test_finalists_are_the_fastest_at_the_papers_shape():
     """v2 and the default always; then the n smallest full medians among the candidates whose check passed; no
     row (failed or skipped), or a failed check, no place."""
