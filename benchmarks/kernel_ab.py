@@ -19,9 +19,14 @@ In this order, each part skipped (and said so) when the budget left is below its
 2. the depth-4 paper train step (`paper-d4`, fused, compiled once: the attention ops are opaque custom
    ops that read the active candidate when they run), `fused-compiled-<candidate>` per finalist, the
    first timed again last (mode `repeat`: the drift between two timings of one kernel);
-3. a T / head_dim sweep (T 32, 64, 128, 256 at D 128; D 32, 64 at T 95; B 1024) of the finalists and
+3. the elementwise share's next step, measured before it is built: the MLP (c_fc → ReLU → c_proj at the
+   paper's size, 1024 · 95 tokens, C 512, bf16) compiled as the model runs it (`mlp-compiled`: inductor
+   saves the pre-activation and recomputes the ReLU in the backward) against c_fc + ReLU as one cuBLASLt GEMM
+   with a ReLU epilogue (`mlp-epilogue-compiled`: torch._addmm_activation, h saved, the backward masks dh with
+   it), modes forward / backward / full, and checked against fp32 like the attention candidates;
+4. a T / head_dim sweep (T 32, 64, 128, 256 at D 128; D 32, 64 at T 95; B 1024) of the finalists and
    the eager reference (about 4 s per provider and point);
-4. the reference-compiled train step at depth 4 (the figure the fused step must beat; gpu_check.sh's
+5. the reference-compiled train step at depth 4 (the figure the fused step must beat; gpu_check.sh's
    stage 3 measures it in the same lease), with what is left.
 Rows append to OUT/kernels.csv and OUT/train.csv (the project's long format, the candidate named in
 `provider`); `fastgrok bench merge --from OUT` brings them into bench_results/. A summary table ends
@@ -47,7 +52,7 @@ SDPA_BACKENDS = ("cudnn", "flash", "efficient")  # `sdpa-<name>` providers on CU
 SDPA_MEMBERS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
                 "math": "MATH"}  # torch.nn.attention.SDPBackend's names
 ESTIMATE = {"attention": 8.0, "attention-compiled": 40.0, "train-compile": 60.0, "train-candidate": 10.0,
-            "sweep-point": 4.0, "train-reference": 75.0}
+            "sweep-point": 4.0, "train-reference": 75.0, "mlp": 30.0}
 
 
 def _budget(text: str) -> float:
@@ -173,7 +178,13 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool, finalists
     else:
         trec.note(f"kernel_ab: skipped the train-step A/B: {clock.left():.0f} s left")
 
-    # 3. the T / head_dim sweep: finalists and the eager reference
+    # 3. the MLP's ReLU in the up-projection's GEMM epilogue, against the compiled model's MLP
+    if clock.fits("mlp"):
+        mlp_ab(krec, device, dry, backend)
+    else:
+        krec.note(f"kernel_ab: skipped the MLP epilogue A/B: {clock.left():.0f} s left")
+
+    # 4. the T / head_dim sweep: finalists and the eager reference
     for x_name, x, dims in sweep:
         c = bk.Case("attention", tuple(dims.items()), ((x_name, x),))
         for p in ["reference", *(f"fused-{n}" for n in final)]:
@@ -182,7 +193,7 @@ def run(names: list[str], device, out: Path, budget: float, dry: bool, finalists
                 continue
             _attention(krec, c, p, device, dry, backend)
 
-    # 4. the reference-compiled step beside the candidates'
+    # 5. the reference-compiled step beside the candidates'
     if clock.fits("train-reference"):
         from fastgrok.bench.train import Provider, bench_step
         cfg = _train_config(device, dry)
@@ -317,6 +328,83 @@ def _attention(rec, case, provider: str, device, dry: bool, backend: str) -> Non
             torch.cuda.empty_cache()
 
 
+class _FcReluEpilogue:
+    """relu(x Wᵀ) as one cuBLASLt GEMM with a ReLU epilogue (torch._addmm_activation, a zero bias), h saved for
+    the backward, which masks dh with h > 0; built lazily (it subclasses torch.autograd.Function)."""
+
+    fn = None
+
+    @classmethod
+    def apply(cls, x, w, zero):
+        if cls.fn is None:
+            import torch
+
+            class FcRelu(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, x, w, zero):  # x (N, C), w (4C, C), zero (4C,)
+                    h = torch._addmm_activation(zero, x, w.t())  # (N, 4C) = relu(x wᵀ)
+                    ctx.save_for_backward(x, w, h)
+                    return h
+
+                @staticmethod
+                def backward(ctx, dh):
+                    x, w, h = ctx.saved_tensors
+                    dpre = dh * (h > 0)  # (N, 4C): threshold_backward on the saved output
+                    return dpre @ w, dpre.t() @ x, None
+
+            cls.fn = FcRelu.apply
+        return cls.fn(x, w, zero)
+
+
+def mlp_ab(rec, device, dry: bool, backend: str) -> None:
+    """`mlp-compiled` vs `mlp-epilogue-compiled` (see the module's part 3): forward, backward, full rows (ms) and a
+    check row each (err / allowed against fp32, as _check)."""
+    import torch
+    import torch.nn.functional as F
+
+    from fastgrok.bench.core import Timing, row
+    N, C = (64, 32) if dry else (1024 * 95, 512)
+    dt = torch.float32 if dry else torch.bfloat16
+    gen = torch.Generator(device="cpu").manual_seed(2)
+    x = torch.randn(N, C, generator=gen).to(device, dt).requires_grad_()  # (N, C): ln_2's output, flattened
+    w1 = (0.02 * torch.randn(4 * C, C, generator=gen)).to(device, dt).requires_grad_()  # c_fc.weight
+    w2 = (0.02 * torch.randn(C, 4 * C, generator=gen)).to(device, dt).requires_grad_()  # c_proj.weight
+    zero = torch.zeros(4 * C, device=device, dtype=dt)
+    dy = torch.randn(N, C, generator=gen).to(device, dt)
+    plain = lambda x, w1, w2: F.linear(F.relu(F.linear(x, w1)), w2)  # noqa: E731  the model's MLP
+    fused = lambda x, w1, w2: F.linear(_FcReluEpilogue.apply(x, w1, zero), w2)  # noqa: E731
+    exact = [t.detach().float().requires_grad_() for t in (x, w1, w2)]
+    y32 = plain(*exact)
+    judge = (y32, *torch.autograd.grad(y32, exact, dy.float()))
+    first = None
+    for provider, fn in (("mlp-compiled", plain), ("mlp-epilogue-compiled", fused)):
+        try:
+            torch._dynamo.reset()
+            f = torch.compile(fn, backend=backend, dynamic=False)
+            y = f(x, w1, w2)
+            got = (y, *torch.autograd.grad(y, (x, w1, w2), dy, retain_graph=True))
+            works = {"forward": lambda: f(x, w1, w2),
+                     "backward": lambda: torch.autograd.grad(y, (x, w1, w2), dy, retain_graph=True),
+                     "full": lambda: torch.autograd.grad(f(x, w1, w2), (x, w1, w2), dy)}
+            for mode, work in works.items():
+                rec.add([row("mlp", provider, mode, "shape", f"N{N} C{C}", _measure(work, device, dry), "ms", device,
+                             1e3)])
+        except Exception as e:  # the epilogue path may be missing on a build: the other rows still count
+            rec.note(f"kernel_ab: MLP {provider} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        if first is None:
+            first = got
+            continue
+        floor = CHECK_FLOOR[str(dt)]  # the epilogue path against fp32, allowed twice the model's own error
+        ratio = max(float((g.float() - j).abs().max()) / (2 * float((r.float() - j).abs().max()) + floor)
+                    for g, r, j in zip(got, first, judge))
+        rec.add([row("mlp", provider, "check", "shape", f"N{N} C{C}", Timing(ratio, ratio, ratio), CHECK_UNIT,
+                     device)], log=False)
+        rec.log(f"  check          {provider:22s} N{N} C{C}: error {ratio:.3g} of allowed "
+                f"({'ok' if ratio <= 1 else 'WRONG'})")
+    torch._dynamo.reset()
+
+
 def _measure(fn, device, dry: bool):
     """fastgrok.bench.core.measure (do_bench on CUDA); one wall-clock call after a warm-up in a dry run."""
     from fastgrok.bench.core import Timing, measure
@@ -406,6 +494,11 @@ def summary(krows: list[dict], trows: list[dict], names: list[str], main_dims: d
                 cells.append("—" if v is None else f"{v:.4g}" + (f" ({b / v:.2f}×)" if b else ""))
             if any(c != "—" for c in cells):
                 print(f"{x_name + '=' + x:14s} {p:26s} {cells[0]:>16s} {cells[1]:>16s} {cells[2]:>16s}")
+    mlp = [(r["provider"], r["mode"], float(r["p50"])) for r in krows if r["benchmark"] == "mlp" and r["unit"] == "ms"]
+    if mlp:
+        print("\nMLP (c_fc → ReLU → c_proj), ms (p50)")
+        for p, mode, v in mlp:
+            print(f"  {p:34s} {mode:9s} {v:.4g}")
     steps = [(r["provider"], r["mode"], float(r["p50"])) for r in trows if r["unit"] == "ms"]
     if steps:
         print("\ntrain step, ms (p50)")

@@ -37,7 +37,9 @@ def test_dry_run_writes_every_row(tmp_path):
     assert ("reference-compiled", "backward", "shape") in got
     assert {("sdpa-math", m, "shape") for m in ("forward", "backward", "full")} <= got  # SDPA held to one backend
     checks = {r["provider"]: float(r["p50"]) for r in kernels if r["mode"] == "check"}
-    assert set(checks) == {"fused-split-w4", "fused-wg64-w8"} and max(checks.values()) <= 1, checks
+    assert set(checks) == {"fused-split-w4", "fused-wg64-w8", "mlp-epilogue-compiled"} and max(checks.values()) <= 1
+    mlp = {(r["provider"], r["mode"]) for r in kernels if r["benchmark"] == "mlp" and r["unit"] == "ms"}
+    assert mlp == {(p, m) for p in ("mlp-compiled", "mlp-epilogue-compiled") for m in ("forward", "backward", "full")}
     assert ("fused-wg64-w8", "full", "shape") in got and ("fused-wg64-w8", "full", "T") not in got  # not a finalist
     assert {r["unit"] for r in kernels} == {"ms", "GB/s", "TFLOP/s", "err / allowed"}
     train = {(r["provider"], r["mode"]) for r in read_rows(tmp_path / "train.csv") if r["unit"] == "ms"}
@@ -63,6 +65,25 @@ def test_sdpa_core_is_causal_sdpa_without_rope():
     torch.testing.assert_close(module.sdpa_core(qkv, H, 10000.0), want, rtol=0, atol=0)
     with pytest.raises(ValueError, match="every position"):
         module.sdpa_core(qkv, H, 10000.0, slice(1, None, 3))
+
+
+def test_mlp_epilogue_matches_the_models_mlp():
+    """The A/B's epilogue MLP (c_fc + ReLU as torch._addmm_activation, the backward masking with the saved h) gives
+    the model's MLP and its gradients, in fp64 on the CPU."""
+    import importlib.util
+
+    import torch
+    import torch.nn.functional as F
+
+    spec = importlib.util.spec_from_file_location("kernel_ab", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x, w1, w2 = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((37, 16), (64, 16), (16, 64)))
+    dy = torch.randn(37, 16, dtype=torch.float64)
+    want = F.linear(F.relu(F.linear(x, w1)), w2)
+    got = F.linear(module._FcReluEpilogue.apply(x, w1, torch.zeros(64, dtype=torch.float64)), w2)
+    for a, b in zip((got, *torch.autograd.grad(got, (x, w1, w2), dy)), (want, *torch.autograd.grad(want, (x, w1, w2), dy))):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_every_sdpa_provider_names_a_backend():
@@ -106,6 +127,7 @@ def test_budget_skips_what_does_not_fit(tmp_path):
     p = _run("--dry-run", "--out", str(tmp_path), "--budget", "0.001")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "skipped the train-step A/B" in p.stdout and "skipped the reference-compiled train step" in p.stdout
+    assert "skipped the MLP epilogue A/B" in p.stdout
     assert not read_rows(tmp_path / "train.csv")
 
 
