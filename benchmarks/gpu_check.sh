@@ -142,7 +142,7 @@ if missing:
 EOF
 fi
 
-stage 1 "gpu tests" 100 "${BENCH[@]}" gpu-tests "${DEV[@]}" --tests "${GPU_CHECK_TESTS:-tests}" --workers "${WORKERS}"
+stage 1 "gpu tests" 130 "${BENCH[@]}" gpu-tests "${DEV[@]}" --tests "${GPU_CHECK_TESTS:-tests}" --workers "${WORKERS}"
 stage 2 "ceilings" 20 "${BENCH[@]}" ceilings "${DEV[@]}"
 # depth 4 first (the step-time goal), fused compiled first among the compiled providers
 # fused-kernels-compiled forces every kernel (the embedding kernel too), so each run re-checks the route
