@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -234,6 +235,23 @@ CHECK_UNIT = "err / allowed"
 CHECK_FLOOR = {"torch.bfloat16": 1e-3, "torch.float16": 1e-4, "torch.float32": 1e-5}  # the tests' FLOOR; fp32: dry run
 
 
+def _err_ratio(triples, floor: float) -> float:
+    """max over (candidate, reference in the working dtype, fp32 judge) of err(candidate) / (2 · err(reference) + floor):
+    the tests' 2× rule as one number (≤ 1 passes)."""
+    return max(float((f.float() - j).abs().max()) / (2 * float((r.float() - j).abs().max()) + floor)
+               for f, r, j in triples)
+
+
+def _record_check(rec, benchmark: str, provider: str, x_name: str, x: str, ratio: float, device) -> None:
+    """A `check` row (unit err / allowed) and its log line; a note when the check failed."""
+    from fastgrok.bench.core import Timing, row
+    rec.add([row(benchmark, provider, "check", x_name, x, Timing(ratio, ratio, ratio), CHECK_UNIT, device)], log=False)
+    rec.log(f"  check          {provider:22s} {x}: error {ratio:.3g} of allowed "
+            f"({'ok' if ratio <= 1 else 'WRONG: not a finalist'})")
+    if ratio > 1:
+        rec.note(f"kernel_ab: {provider} errs {ratio:.3g}× the allowed at {x}")
+
+
 def _check(rec, case, provider: str, device) -> None:
     """One `check` row for a fused candidate at `case`: max over out and dqkv of err(fused) / (2 · err(reference in
     the working dtype) + floor), errors taken against the reference in fp32 on the same inputs (≤ 1 passes)."""
@@ -241,7 +259,6 @@ def _check(rec, case, provider: str, device) -> None:
 
     from fastgrok.backends import attention_reference, get_op
     from fastgrok.bench import kernels as bk
-    from fastgrok.bench.core import Timing, row
     dims = case.dims
     B, H, T, D = dims["B"], dims["H"], dims["T"], dims["D"]
     dt = bk.dtype_for("attention", device)
@@ -257,20 +274,12 @@ def _check(rec, case, provider: str, device) -> None:
         qkv32 = qkv.detach().float().requires_grad_()
         ref32 = attention_reference(qkv32, H, bk.THETA)
         (g32,) = torch.autograd.grad(ref32, qkv32, dout.float())
-        floor = CHECK_FLOOR[str(dt)]
-        ratio = max(float((f.float() - j).abs().max()) / (2 * float((r.float() - j).abs().max()) + floor)
-                    for f, r, j in ((out, ref, ref32), (g, g_ref, g32)))
+        ratio = _err_ratio(((out, ref, ref32), (g, g_ref, g32)), CHECK_FLOOR[str(dt)])
     except Exception as e:
         rec.note(f"kernel_ab: check of {provider} at {bk.shape_label('attention', dims)} failed: {type(e).__name__}: "
                  f"{str(e).splitlines()[0] if str(e) else ''}")
         return
-    rec.add([row("attention", provider, "check", *case.labels[0], Timing(ratio, ratio, ratio), CHECK_UNIT, device)],
-            log=False)
-    verdict = "ok" if ratio <= 1 else "WRONG: not a finalist"
-    rec.log(f"  check          {provider:22s} {bk.shape_label('attention', dims)}: error {ratio:.3g} of allowed "
-            f"({verdict})")
-    if ratio > 1:
-        rec.note(f"kernel_ab: {provider} errs {ratio:.3g}× the allowed at {bk.shape_label('attention', dims)}")
+    _record_check(rec, "attention", provider, *case.labels[0], ratio, device)
 
 
 def _candidate(provider: str):
@@ -328,32 +337,27 @@ def _attention(rec, case, provider: str, device, dry: bool, backend: str) -> Non
             torch.cuda.empty_cache()
 
 
-class _FcReluEpilogue:
+@functools.cache
+def fc_relu_epilogue():
     """relu(x Wᵀ) as one cuBLASLt GEMM with a ReLU epilogue (torch._addmm_activation, a zero bias), h saved for
-    the backward, which masks dh with h > 0; built lazily (it subclasses torch.autograd.Function)."""
+    the backward, which masks dh with h > 0: the apply of an autograd.Function, made on first use (torch is
+    imported lazily here)."""
+    import torch
 
-    fn = None
+    class FcRelu(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, zero):  # x (N, C), w (4C, C), zero (4C,)
+            h = torch._addmm_activation(zero, x, w.t())  # (N, 4C) = relu(x wᵀ)
+            ctx.save_for_backward(x, w, h)
+            return h
 
-    @classmethod
-    def apply(cls, x, w, zero):
-        if cls.fn is None:
-            import torch
+        @staticmethod
+        def backward(ctx, dh):
+            x, w, h = ctx.saved_tensors
+            dpre = dh * (h > 0)  # (N, 4C): threshold_backward on the saved output
+            return dpre @ w, dpre.t() @ x, None
 
-            class FcRelu(torch.autograd.Function):
-                @staticmethod
-                def forward(ctx, x, w, zero):  # x (N, C), w (4C, C), zero (4C,)
-                    h = torch._addmm_activation(zero, x, w.t())  # (N, 4C) = relu(x wᵀ)
-                    ctx.save_for_backward(x, w, h)
-                    return h
-
-                @staticmethod
-                def backward(ctx, dh):
-                    x, w, h = ctx.saved_tensors
-                    dpre = dh * (h > 0)  # (N, 4C): threshold_backward on the saved output
-                    return dpre @ w, dpre.t() @ x, None
-
-            cls.fn = FcRelu.apply
-        return cls.fn(x, w, zero)
+    return FcRelu.apply
 
 
 def mlp_ab(rec, device, dry: bool, backend: str) -> None:
@@ -362,7 +366,7 @@ def mlp_ab(rec, device, dry: bool, backend: str) -> None:
     import torch
     import torch.nn.functional as F
 
-    from fastgrok.bench.core import Timing, row
+    from fastgrok.bench.core import row
     N, C = (64, 32) if dry else (1024 * 95, 512)
     dt = torch.float32 if dry else torch.bfloat16
     gen = torch.Generator(device="cpu").manual_seed(2)
@@ -372,7 +376,7 @@ def mlp_ab(rec, device, dry: bool, backend: str) -> None:
     zero = torch.zeros(4 * C, device=device, dtype=dt)
     dy = torch.randn(N, C, generator=gen).to(device, dt)
     plain = lambda x, w1, w2: F.linear(F.relu(F.linear(x, w1)), w2)  # noqa: E731  the model's MLP
-    fused = lambda x, w1, w2: F.linear(_FcReluEpilogue.apply(x, w1, zero), w2)  # noqa: E731
+    fused = lambda x, w1, w2: F.linear(fc_relu_epilogue()(x, w1, zero), w2)  # noqa: E731
     exact = [t.detach().float().requires_grad_() for t in (x, w1, w2)]
     y32 = plain(*exact)
     judge = (y32, *torch.autograd.grad(y32, exact, dy.float()))
@@ -395,13 +399,9 @@ def mlp_ab(rec, device, dry: bool, backend: str) -> None:
         if first is None:
             first = got
             continue
-        floor = CHECK_FLOOR[str(dt)]  # the epilogue path against fp32, allowed twice the model's own error
-        ratio = max(float((g.float() - j).abs().max()) / (2 * float((r.float() - j).abs().max()) + floor)
-                    for g, r, j in zip(got, first, judge))
-        rec.add([row("mlp", provider, "check", "shape", f"N{N} C{C}", Timing(ratio, ratio, ratio), CHECK_UNIT,
-                     device)], log=False)
-        rec.log(f"  check          {provider:22s} N{N} C{C}: error {ratio:.3g} of allowed "
-                f"({'ok' if ratio <= 1 else 'WRONG'})")
+        # the epilogue path against fp32, allowed twice the model's own MLP's error
+        _record_check(rec, "mlp", provider, "shape", f"N{N} C{C}", _err_ratio(zip(got, first, judge),
+                                                                                CHECK_FLOOR[str(dt)]), device)
     torch._dynamo.reset()
 
 

@@ -81,7 +81,7 @@ def test_mlp_epilogue_matches_the_models_mlp():
     x, w1, w2 = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((37, 16), (64, 16), (16, 64)))
     dy = torch.randn(37, 16, dtype=torch.float64)
     want = F.linear(F.relu(F.linear(x, w1)), w2)
-    got = F.linear(module._FcReluEpilogue.apply(x, w1, torch.zeros(64, dtype=torch.float64)), w2)
+    got = F.linear(module.fc_relu_epilogue()(x, w1, torch.zeros(64, dtype=torch.float64)), w2)
     for a, b in zip((got, *torch.autograd.grad(got, (x, w1, w2), dy)), (want, *torch.autograd.grad(want, (x, w1, w2), dy))):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
