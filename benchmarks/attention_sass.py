@@ -1,7 +1,7 @@
 """The attention kernels' instruction-issue floor from their sm_90 SASS, offline (no GPU): a lower bound on time
 that occupancy cannot lift, beside docs/kernels.md's latency line (issue #29).
 
-    python benchmarks/attention_sass.py [--candidates split-w4,wg64-w8,...] [--no-rope]
+    python benchmarks/attention_sass.py [--candidates split-w4,wg64-w8,...] [--no-rope | --no-pin]
 
 For each candidate with a split backward, at the paper's shape (B 1024, H 4, T 95, D 128, bf16, every query):
 the backward's two kinds of program (dK/dV of a key block, dQ of a query block) are compiled apart for sm_90
@@ -10,7 +10,8 @@ with the nvdisasm that Triton bundles, and their main loop found by its back edg
 warp = straight-line code + loop body × (iterations − stages + 1) per program, summed over a head's programs
 (iterations from the tiles); the issue floor = warp-instructions per head × heads per SM / (4 schedulers × 1
 instruction a cycle × 1.98 GHz, the H200's clock). The forward likewise. `--no-rope` loads q and k as they
-come (what a backward on pre-rotated operands would execute). A model from static code: loops are counted
+come (what a backward on pre-rotated operands would execute); `--no-pin` drops `_rope_operand`'s opaque identity, so
+the rotation is recomputed in each dot's operand layout as before it was added. A model from static code: loops are counted
 by their bodies, and a pipelined loop's peeled copies by the straight-line part. Nothing runs.
 """
 from __future__ import annotations
@@ -31,28 +32,34 @@ SM, CLOCK, SCHEDULERS = 132, 1.98e9, 4
 BRANCH = "        if job < n_kblocks:\n            _bwd_dkdv_block("
 
 
-def patched_module(no_rope: bool):
+def patched_module(no_rope: bool, no_pin: bool = False):
     """kernels/rope_attention.py with the split branch pinned by a constexpr ONLY (1: dK/dV, 2: dQ), optionally
-    with q and k loaded unrotated in the tile loops; its custom ops renamed so both copies can load."""
+    with q and k loaded unrotated in the tile loops or rotated without the opaque identity; its custom ops
+    renamed so both copies can load."""
     src = (ROOT / "kernels" / "rope_attention.py").read_text()
-    sig = "INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,\n):\n    # Causal RoPE attention backward"
-    for old, new in ((sig, sig.replace("PRE_DELTA: tl.constexpr,", "PRE_DELTA: tl.constexpr, ONLY: tl.constexpr = 0,")),
+    sig = "PRE_DELTA: tl.constexpr, PIN: tl.constexpr,\n):\n    # Causal RoPE attention backward"
+    for old, new in ((sig, sig.replace("PIN: tl.constexpr,", "PIN: tl.constexpr, ONLY: tl.constexpr = 0,")),
                      (BRANCH, BRANCH.replace("job < n_kblocks:", "(job < n_kblocks and ONLY != 2) or ONLY == 1:")),
                      ("from ._common import", "from fastgrok.kernels._common import"),
                      ('"fastgrok::', '"fastgrok_sass::'), ('op_defined("fastgrok_sass::rope_attn_fwd")', "False")):
         if src.count(old) < 1:
             raise SystemExit(f"attention_sass: kernels/rope_attention.py changed; cannot patch {old.splitlines()[0]!r}")
         src = src.replace(old, new)
+    if no_pin:
+        pin = "    if PIN:\n        x = tl.inline_asm_elementwise("
+        if pin not in src:
+            raise SystemExit("attention_sass: kernels/rope_attention.py changed; cannot drop the rotation's pin")
+        src = src.replace(pin, pin.replace("if PIN:", "if False:"))
     if no_rope:
-        rope_q = "_dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)\n        do,"
-        rope_k = ("_dot_operand(_rope_load(K, stride_kt, offs_n, key_ok, Cos, Sin, HEAD_DIM, BLOCK_N), Q, UPCAST)\n"
+        rope_q = "_rope_operand(Q, stride_qt, pos, row_ok, Cos, Sin, Q, HEAD_DIM, BLOCK_M, UPCAST, PIN)\n        do,"
+        rope_k = ("_rope_operand(K, stride_kt, offs_n, key_ok, Cos, Sin, Q, HEAD_DIM, BLOCK_N, UPCAST, PIN)\n"
                   "        v = _load_rows(V, stride_vt, offs_n, key_ok, HEAD_DIM, UPCAST)\n        s = tl.dot(q, tl.trans(k)")
         for old in (rope_q, rope_k):
             if old not in src:
                 raise SystemExit("attention_sass: kernels/rope_attention.py changed; cannot drop the loops' RoPE")
         src = src.replace(rope_q, "_load_rows(Q, stride_qt, pos, row_ok, HEAD_DIM, UPCAST)\n        do,")
         src = src.replace(rope_k, rope_k.replace(
-            "_dot_operand(_rope_load(K, stride_kt, offs_n, key_ok, Cos, Sin, HEAD_DIM, BLOCK_N), Q, UPCAST)",
+            "_rope_operand(K, stride_kt, offs_n, key_ok, Cos, Sin, Q, HEAD_DIM, BLOCK_N, UPCAST, PIN)",
             "_load_rows(K, stride_kt, offs_n, key_ok, HEAD_DIM, UPCAST)"))
     path = Path(tempfile.mkdtemp()) / "rope_attention_sass.py"  # @triton.jit needs a file it can read
     path.write_text(src)
@@ -147,12 +154,14 @@ def analyse(module, name: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks/attention_sass.py", description=__doc__.splitlines()[0])
     ap.add_argument("--candidates", default=None, help="comma-separated candidate names (default: all)")
-    ap.add_argument("--no-rope", action="store_true", help="q and k loaded unrotated in the tile loops")
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument("--no-rope", action="store_true", help="q and k loaded unrotated in the tile loops")
+    how.add_argument("--no-pin", action="store_true", help="the rotation recomputed in each dot's operand layout")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("attention_sass: compiles for the GPU; run it without TRITON_INTERPRET=1", file=sys.stderr)
         return 2
-    module = patched_module(args.no_rope)
+    module = patched_module(args.no_rope, args.no_pin)
     names = list(module.CANDIDATES) if args.candidates is None else [c.strip() for c in args.candidates.split(",")]
     unknown = [c for c in names if c not in module.CANDIDATES]
     if unknown:
@@ -161,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import triton
     print(f"issue floor at B {B}, H {H}, T {T}, D {D}, bf16 (sm_90 offline, Triton {triton.__version__}, "
-          f"{CLOCK / 1e9:.2f} GHz, {SM} SMs){' — loops without RoPE' if args.no_rope else ''}")
-    print(f"{'candidate':16s} {'forward (ms)':>13s} {'backward (ms)':>14s}")
+          f"{CLOCK / 1e9:.2f} GHz, {SM} SMs){' — loops without RoPE' if args.no_rope else ' — rotation not pinned' if args.no_pin else ''}")
+    print(f"{'candidate':18s} {'forward (ms)':>13s} {'backward (ms)':>14s}")
     for name in names:
         r = analyse(module, name)
         bwd = "—" if r["bwd"] is None else f"{r['bwd']:.3f}"
-        print(f"{name:16s} {r['fwd']:13.3f} {bwd:>14s}")
+        print(f"{name:18s} {r['fwd']:13.3f} {bwd:>14s}")
     return 0
 
 

@@ -102,6 +102,23 @@ def _dot_operand(x, Like, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _rope_operand(X, stride_xt, pos, valid, Cos, Sin, Like, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr,
+                  UPCAST: tl.constexpr, PIN: tl.constexpr):
+    # Rows `pos` of q or k rotated (_rope_load) as a dot operand, rotated once. The backward uses each such
+    # tile in two dots (k: the B operand of S = q kᵀ and of dQ += dS k; q likewise in the dK/dV loop), and
+    # Triton's layout pass, left alone, recomputes the rotation in each dot's operand layout (replicated
+    # over threads, cos/sin staged through shared memory): twice the FMAs. An identity it cannot look
+    # through (a non-pure `mov`, which ptxas deletes) keeps the rotation in the load's layout and converts
+    # the result instead — on mma.sync tiles a third fewer instructions a step (split-w4's SASS loop bodies
+    # 739 → 408 for dQ, 972 → 675 for dK/dV; benchmarks/attention_sass.py --no-pin shows the other). Values
+    # are unchanged. PIN: the candidate's `pin`, never under the interpreter (it has no inline asm).
+    x = _rope_load(X, stride_xt, pos, valid, Cos, Sin, HEAD_DIM, BLOCK)
+    if PIN:
+        x = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=False, pack=1)
+    return _dot_operand(x, Like, UPCAST)
+
+
+@triton.jit
 def _load_rows(X, stride_xt, rows, valid, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr):
     # A plain (BLOCK, D) tile of rows `rows` (v, o, dO), fp32 under the interpreter.
     offs_d = tl.arange(0, HEAD_DIM)
@@ -121,7 +138,7 @@ def _rope_attn_fwd_kernel(
     stride_lb, stride_lh,
     H, T, TQ, q_start, q_step, n_blocks, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PIN: tl.constexpr,
 ):
     # Causal RoPE attention forward for the TQ queries at positions q_start + r·q_step:
     # Out[r] = softmax(rope(q) rope(k)ᵀ / sqrt(D), keys ≤ position) v, Lse[r] = the row
@@ -143,7 +160,7 @@ def _rope_attn_fwd_kernel(
     offs_r = r0 + tl.arange(0, BLOCK_M)
     row_ok = offs_r < TQ
     pos = q_start + offs_r * q_step  # (BLOCK_M,) absolute query positions
-    q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
+    q = _rope_operand(Q, stride_qt, pos, row_ok, Cos, Sin, Q, HEAD_DIM, BLOCK_M, UPCAST, PIN)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max (base 2)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running row sum
@@ -152,7 +169,7 @@ def _rope_attn_fwd_kernel(
     for start_n in range(0, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         key_ok = offs_n < T
-        k = _dot_operand(_rope_load(K, stride_kt, offs_n, key_ok, Cos, Sin, HEAD_DIM, BLOCK_N), Q, UPCAST)
+        k = _rope_operand(K, stride_kt, offs_n, key_ok, Cos, Sin, Q, HEAD_DIM, BLOCK_N, UPCAST, PIN)
         v = _load_rows(V, stride_vt, offs_n, key_ok, HEAD_DIM, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)
         keep = (offs_n[None, :] <= pos[:, None]) & key_ok[None, :]
@@ -193,13 +210,13 @@ def _bwd_dkdv_block(
     stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
     T, TQ, q_start, q_step, start_n, sm_scale, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr, PIN: tl.constexpr,
 ):
     # dK, dV of keys [start_n, start_n + BLOCK_N): loop over the queries at or after them,
     # P = exp2(S·log2e/sqrt(D) − lse·log2e), dV += Pᵀ dO, dS = P ∘ (dO Vᵀ − Delta), dK += dSᵀ Q.
     offs_n = start_n + tl.arange(0, BLOCK_N)
     key_ok = offs_n < T
-    k = _dot_operand(_rope_load(K, stride_kt, offs_n, key_ok, Cos, Sin, HEAD_DIM, BLOCK_N), Q, UPCAST)
+    k = _rope_operand(K, stride_kt, offs_n, key_ok, Cos, Sin, Q, HEAD_DIM, BLOCK_N, UPCAST, PIN)
     v = _load_rows(V, stride_vt, offs_n, key_ok, HEAD_DIM, UPCAST)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
@@ -208,7 +225,7 @@ def _bwd_dkdv_block(
         offs_r = r0 + tl.arange(0, BLOCK_M)
         row_ok = offs_r < TQ
         pos = q_start + offs_r * q_step
-        q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
+        q = _rope_operand(Q, stride_qt, pos, row_ok, Cos, Sin, Q, HEAD_DIM, BLOCK_M, UPCAST, PIN)
         do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST, PRE_DELTA)
         # Transposed scores (keys × queries), so Pᵀ and dSᵀ are dot operands straight from registers.
         s_t = tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION)
@@ -229,21 +246,21 @@ def _bwd_dq_block(
     stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
     T, TQ, q_start, q_step, r0, sm_scale, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr, PIN: tl.constexpr,
 ):
     # dQ of query rows [r0, r0 + BLOCK_M): loop over keys up to the last query's position,
     # P and dS recomputed as in _bwd_dkdv_block, dQ += dS K; every row summed in a fixed order.
     offs_r = r0 + tl.arange(0, BLOCK_M)
     row_ok = offs_r < TQ
     pos = q_start + offs_r * q_step
-    q = _dot_operand(_rope_load(Q, stride_qt, pos, row_ok, Cos, Sin, HEAD_DIM, BLOCK_M), Q, UPCAST)
+    q = _rope_operand(Q, stride_qt, pos, row_ok, Cos, Sin, Q, HEAD_DIM, BLOCK_M, UPCAST, PIN)
     do, lse2, delta = _query_rows(Out, DO, Lse, stride_ot, stride_dot, offs_r, row_ok, HEAD_DIM, UPCAST, PRE_DELTA)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     hi = q_start + (tl.minimum(r0 + BLOCK_M, TQ) - 1) * q_step + 1
     for start_n in range(0, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         key_ok = offs_n < T
-        k = _dot_operand(_rope_load(K, stride_kt, offs_n, key_ok, Cos, Sin, HEAD_DIM, BLOCK_N), Q, UPCAST)
+        k = _rope_operand(K, stride_kt, offs_n, key_ok, Cos, Sin, Q, HEAD_DIM, BLOCK_N, UPCAST, PIN)
         v = _load_rows(V, stride_vt, offs_n, key_ok, HEAD_DIM, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)
         keep = (offs_n[None, :] <= pos[:, None]) & row_ok[:, None]
@@ -300,7 +317,7 @@ def _rope_attn_bwd_kernel(
     H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr, ONE_PROGRAM: tl.constexpr, SLICED: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PRE_DELTA: tl.constexpr, PIN: tl.constexpr,
 ):
     # Causal RoPE attention backward in one launch, deterministic, no atomics, Delta inline.
     # ONE_PROGRAM (T ≤ 128): grid B·H, each program does its head's dK, dV (key blocks of
@@ -330,12 +347,12 @@ def _rope_attn_bwd_kernel(
             _bwd_dkdv_block(Q, K, V, Cos, Sin, Out, DO, Lse, DK, DV,
                             stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
                             T, TQ, q_start, q_step, start_n, sm_scale, qk_scale,
-                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST, PRE_DELTA)
+                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST, PRE_DELTA, PIN)
         for r0 in range(0, TQ, BLOCK_M2):
             _bwd_dq_block(Q, K, V, Cos, Sin, Out, DO, Lse, DQ,
                           stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
                           T, TQ, q_start, q_step, r0, sm_scale, qk_scale,
-                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST, PRE_DELTA)
+                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST, PRE_DELTA, PIN)
         if SLICED:
             _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM, BLOCK_N)
     else:
@@ -343,12 +360,12 @@ def _rope_attn_bwd_kernel(
             _bwd_dkdv_block(Q, K, V, Cos, Sin, Out, DO, Lse, DK, DV,
                             stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dkt, stride_dvt,
                             T, TQ, q_start, q_step, job * BLOCK_N, sm_scale, qk_scale,
-                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST, PRE_DELTA)
+                            HEAD_DIM, BLOCK_M, BLOCK_N, INPUT_PRECISION, UPCAST, PRE_DELTA, PIN)
         else:
             _bwd_dq_block(Q, K, V, Cos, Sin, Out, DO, Lse, DQ,
                           stride_qt, stride_kt, stride_vt, stride_ot, stride_dot, stride_dqt,
                           T, TQ, q_start, q_step, (job - n_kblocks) * BLOCK_M2, sm_scale, qk_scale,
-                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST, PRE_DELTA)
+                          HEAD_DIM, BLOCK_M2, BLOCK_N2, INPUT_PRECISION, UPCAST, PRE_DELTA, PIN)
             if SLICED:
                 if job == n_kblocks:
                     _zero_unqueried(DQ, stride_dqt, T, TQ, q_start, q_step, HEAD_DIM, BLOCK_N2)
@@ -380,11 +397,14 @@ class Candidate:
     `tiles` overrides entries of _GPU_TILES per (head_dim, itemsize) and pass ("fwd"/"bwd"); `split`:
     the backward's dK/dV and dQ run as separate programs (one per key block, one per query block,
     a head's programs adjacent) at every T, not only past ONE_PROGRAM_MAX_T; `pre_delta`: Delta =
-    rowsum(dO ∘ O) in a pre-pass launch (_rope_attn_bwd_delta_kernel) instead of inline per tile step."""
+    rowsum(dO ∘ O) in a pre-pass launch (_rope_attn_bwd_delta_kernel) instead of inline per tile step; `pin`:
+    rotated q and k tiles computed once and converted to each dot's layout (_rope_operand), not recomputed
+    in each (v2, the kernel measured on the H200, had no pin; the same values either way)."""
 
     about: str
     split: bool = False
     pre_delta: bool = False
+    pin: bool = True
     tiles: tuple[tuple[tuple[int, int], str, tuple[int, ...]], ...] = ()
 
     def config(self, D: int, itemsize: int) -> dict[str, tuple[int, ...]]:
@@ -405,29 +425,27 @@ def _d128(bwd: tuple[int, ...], fwd: tuple[int, ...] | None = None) -> tuple:
     return _all16("bwd", {128: bwd}) + (_all16("fwd", {128: fwd}) if fwd else ())
 
 
+# split-w4's 16-bit tiles: the split backward at 4 warps, 2 stages; 32-64-query forward blocks at 4 warps.
+_W4_TILES = (_all16("bwd", {32: (32, 64, 64, 32, 4, 2), 64: (32, 32, 32, 32, 4, 2), 128: (32, 32, 32, 32, 4, 2)})
+             + _all16("fwd", {32: (64, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 2)}))
+
 # docs/kernels.md derives each from the latency model fitted to the H200's figures; the offline
 # compile (bench_results/kernel_report*.md) gives their registers and spills. Unmeasured on GPU
 # except "v2".
 CANDIDATES: dict[str, Candidate] = {
-    "v2": Candidate("today's kernels: backward one program per head for T ≤ 128 (measured on the H200)"),
+    "v2": Candidate("the kernels measured on the H200 (2026-12-04): backward one program per head for T ≤ 128, "
+                    "the rotation not pinned", pin=False),
     "split": Candidate("backward: dK/dV and dQ in separate programs (3 + 3 per head at T = 95), v2's tiles",
                        split=True),
     "split-w4": Candidate(
         "split backward at 4 warps, 2-3 stages; forward query blocks of 32-64 at 4 warps: 2-4 programs per SM",
-        split=True,
-        tiles=_all16("bwd", {32: (32, 64, 64, 32, 4, 2), 64: (32, 32, 32, 32, 4, 2), 128: (32, 32, 32, 32, 4, 2)})
-        + _all16("fwd", {32: (64, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 2)})),
+        split=True, tiles=_W4_TILES),
+    "split-w4-unpinned": Candidate(
+        "split-w4 without the rotation's pin (the rotation recomputed in each dot's operand layout, as in v2): "
+        "what the pin is worth, measured", split=True, pin=False, tiles=_W4_TILES),
     "split-w4-delta": Candidate(
         "split-w4 with Delta = rowsum(dO ∘ O) from a pre-pass launch: no O tile and no row sum in the tile steps",
-        split=True, pre_delta=True,
-        tiles=_all16("bwd", {32: (32, 64, 64, 32, 4, 2), 64: (32, 32, 32, 32, 4, 2), 128: (32, 32, 32, 32, 4, 2)})
-        + _all16("fwd", {32: (64, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 2)})),
-    "split16-w4": Candidate(
-        "split backward with 16-row key and query blocks at 4 warps (6 + 6 programs per head at T = 95); "
-        "forward query blocks of 16 at 2 warps",
-        split=True,
-        tiles=_all16("bwd", {32: (32, 16, 16, 32, 4, 1), 64: (32, 16, 16, 32, 4, 1), 128: (32, 16, 16, 32, 4, 1)})
-        + _all16("fwd", {32: (16, 32, 2, 2), 64: (16, 32, 2, 2), 128: (16, 32, 2, 2)})),
+        split=True, pre_delta=True, tiles=_W4_TILES),
     # The tile sweep (D = 128, the paper's head dim; other head dims keep v2's tiles, split): spill-free in the
     # offline compile, spanning what the latency model cannot rank — wgmma (64-row dot operands, Hopper's
     # asynchronous tensor-core path: HGMMA in the SASS) against mma.sync, 8 warps against 4, 1 against 3
@@ -441,11 +459,11 @@ CANDIDATES: dict[str, Candidate] = {
         "wg64-w8 stepping over 16 rows (more, shorter steps; fewer registers); forward at 3 stages",
         split=True, tiles=_d128((16, 64, 64, 16, 8, 3), (64, 32, 4, 3))),
     "split-w8": Candidate(
-        "split backward, 32 × 32 tiles at 8 warps, 2 stages (mma.sync; 178 registers); forward 64-query blocks "
+        "split backward, 32 × 32 tiles at 8 warps, 2 stages (mma.sync; 212 registers); forward 64-query blocks "
         "over every key at once on wgmma (one step per program), 8 warps",
         split=True, tiles=_d128((32, 32, 32, 32, 8, 2), (64, 128, 8, 1))),
     "split16x16-w4": Candidate(
-        "split backward, 16 × 16 tiles at 4 warps (166 registers: 3 programs per SM); forward 32-query blocks",
+        "split backward, 16 × 16 tiles at 4 warps (162 registers: 3 programs per SM); forward 32-query blocks",
         split=True, tiles=_d128((16, 16, 16, 16, 4, 2), (32, 32, 4, 2))),
 }
 DEFAULT_CANDIDATE = "split-w4"  # by the model and the offline compile (docs/kernels.md); the GPU A/B decides
@@ -475,21 +493,22 @@ def active_candidate() -> str:
 
 def block_config(T: int, TQ: int, D: int, itemsize: int, interpret: bool,
                  candidate: str | None = None) -> dict[str, Any]:
-    """Tiles of the forward and backward launch for T keys, TQ queries, head_dim D, and whether the
-    backward splits dK/dV from dQ (see Candidate); the active candidate unless one is named."""
+    """Tiles of the forward and backward launch for T keys, TQ queries, head_dim D, whether the backward
+    splits dK/dV from dQ, its Delta pre-pass and the rotation's pin (see Candidate); the active candidate
+    unless one is named."""
     cand = CANDIDATES[check_candidate(candidate or active_candidate())]
     split = cand.split or T > ONE_PROGRAM_MAX_T
     q_tile = min(128, max(16, next_pow2(TQ)))  # ≥ 16 for tl.dot
     k_tile = min(128, max(16, next_pow2(T)))
     if interpret:  # few, big blocks: the interpreter pays per program and per op, not per element
         return dict(fwd=(q_tile, k_tile, 4, 1), bwd=(q_tile, k_tile, q_tile, k_tile, 4, 1), split=split,
-                    pre_delta=cand.pre_delta)
+                    pre_delta=cand.pre_delta, pin=False)  # the interpreter has no inline asm
     tiles = cand.config(D, itemsize)
     fm, fn, fw, fs = tiles["fwd"]
     bm, bn, bm2, bn2, bw, bs = tiles["bwd"]
     return dict(fwd=(min(fm, q_tile), min(fn, k_tile), fw, fs),
                 bwd=(min(bm, q_tile), min(bn, k_tile), min(bm2, q_tile), min(bn2, k_tile), bw, bs), split=split,
-                pre_delta=cand.pre_delta)
+                pre_delta=cand.pre_delta, pin=cand.pin)
 
 
 def traffic(B: int, H: int, T: int, D: int, itemsize: int, TQ: int | None = None,
@@ -619,7 +638,8 @@ def rope_attn_forward(
     if out.numel() == 0:
         return out, lse
     cos, sin = _rope_table(T, D, theta, q.device)
-    BLOCK_M, BLOCK_N, warps, stages = block_config(T, TQ, D, q.element_size(), interpreted(), candidate)["fwd"]
+    config = block_config(T, TQ, D, q.element_size(), interpreted(), candidate)
+    BLOCK_M, BLOCK_N, warps, stages = config["fwd"]
     n_blocks = triton.cdiv(TQ, BLOCK_M)
     launch(
         _rope_attn_fwd_kernel, (B * H * n_blocks,),
@@ -631,7 +651,7 @@ def rope_attn_forward(
         lse.stride(0), lse.stride(1),
         H, T, TQ, q_start, q_step, n_blocks, LOG2E / math.sqrt(D),
         HEAD_DIM=D, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-        INPUT_PRECISION=precision, UPCAST=interpreted(),
+        INPUT_PRECISION=precision, UPCAST=interpreted(), PIN=config["pin"] and not interpreted(),
         num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
     )
     return out, lse
@@ -696,7 +716,7 @@ def rope_attn_backward(
         H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, sm_scale * LOG2E,
         HEAD_DIM=D, BLOCK_M=BM, BLOCK_N=BN, BLOCK_M2=BM2, BLOCK_N2=BN2,
         ONE_PROGRAM=one_program, SLICED=TQ != T,
-        INPUT_PRECISION=precision, UPCAST=interpreted(), PRE_DELTA=config["pre_delta"],
+        INPUT_PRECISION=precision, UPCAST=interpreted(), PRE_DELTA=config["pre_delta"], PIN=config["pin"] and not interpreted(),
         num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
     )
     return dq, dk, dv

@@ -487,7 +487,8 @@ def test_candidate_q_slice(name, monkeypatch):
 
 
 def test_candidates_reach_the_launch():
-    """The named (or active) candidate sets the launch: split programs, warps; unknown names are refused."""
+    """The named (or active) candidate sets the launch: split programs, warps, the rotation's pin (compiled code
+    only); unknown names are refused."""
     from fastgrok.kernels import capture_launches
     from fastgrok.kernels.rope_attention import CANDIDATES, attention_candidate, block_config
 
@@ -504,9 +505,10 @@ def test_candidates_reach_the_launch():
         assert bwd.kwargs["ONE_PROGRAM"] == (not want["split"]) == (not CANDIDATES[name].split)
         assert (fwd.kwargs["num_warps"], bwd.kwargs["num_warps"]) == (want["fwd"][2], want["bwd"][4])
         assert bwd.grid == (2 * 4 * (1 if not want["split"] else 95 // want["bwd"][1] + 1 + 95 // want["bwd"][2] + 1),)
+        assert fwd.kwargs["PIN"] == bwd.kwargs["PIN"] == (CANDIDATES[name].pin and not bwd.kwargs["UPCAST"])
         seen[name] = (*(fwd.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")),
                       *(bwd.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_M2", "BLOCK_N2", "num_warps", "num_stages")),
-                      want["split"], bwd.kwargs["PRE_DELTA"])
+                      want["split"], bwd.kwargs["PRE_DELTA"], bwd.kwargs["PIN"])
     assert len(set(seen.values())) == len(seen)  # every candidate launches something of its own
     with pytest.raises(ValueError, match="attention candidate 'nope' is not one of v2"):
         with attention_candidate("nope"):
