@@ -7,12 +7,17 @@ For each candidate with a split backward, at the paper's shape (B 1024, H 4, T 9
 the backward's two kinds of program (dK/dV of a key block, dQ of a query block) are compiled apart for sm_90
 (the kernel's `job < n_kblocks` branch pinned in a patched copy of kernels/rope_attention.py), disassembled
 with the nvdisasm that Triton bundles, and their main loop found by its back edge. Dynamic instructions per
-warp = straight-line code + loop body × (iterations − stages + 1) per program, summed over a head's programs
-(iterations from the tiles); the issue floor = warp-instructions per head × heads per SM / (4 schedulers × 1
+warp = straight-line code + loop body × iterations per program (Triton's pipeliner predicates the tail's
+prefetches rather than peeling iterations: every tensor-core instruction is in the loop, which is checked),
+summed over a head's programs (iterations from the tiles); the issue floor = warp-instructions per head × heads per SM / (4 schedulers × 1
 instruction a cycle × 1.98 GHz, the H200's clock). The forward likewise. `--no-rope` loads q and k as they
-come (what a backward on pre-rotated operands would execute); `--no-pin` drops `_rope_operand`'s opaque identity, so
-the rotation is recomputed in each dot's operand layout as before it was added. A model from static code: loops are counted
-by their bodies, and a pipelined loop's peeled copies by the straight-line part. Nothing runs.
+come (what a backward on pre-rotated operands would execute); `--no-pin` drops `_rope_operand`'s opaque
+identity, so the rotation is recomputed in each dot's operand layout as before it was added. A model from
+static code: loops are counted by their bodies; latency, stalls and memory are not in it. Nothing runs.
+
+Until 2026-12-07 the count took the body (iterations − stages + 1) times, as if the pipeliner peeled the last
+stages − 1 iterations into straight-line code; it does not (no HMMA/HGMMA outside the loop), so the floors of
+pipelined candidates (2–3 stages) were 20–40 % low. The one-stage kernels (`split`, v2's backward) were right.
 """
 from __future__ import annotations
 
@@ -88,7 +93,11 @@ def sass(launch) -> str:
 
 
 def count(text: str) -> tuple[int, int]:
-    """(instructions, instructions in the largest loop body: the span from a back edge's target to the edge)."""
+    """(instructions, instructions in the largest loop body: the span from a back edge's target to the edge).
+
+    The dynamic count below takes the loop body once per iteration, which holds because Triton's software
+    pipeliner predicates the last iterations' prefetches instead of peeling them: every tensor-core
+    instruction of the kernel lies in its loop. Refused otherwise (the count would be wrong)."""
     labels, ins, current = {}, [], None
     for line in text.splitlines():
         m = re.match(r"\s*\.L_x_(\d+):", line)
@@ -101,16 +110,22 @@ def count(text: str) -> tuple[int, int]:
             if current is not None:
                 labels[current], current = addr, None
             ins.append((addr, m.group(2)))
-    body = 0
+    span = (0, -1)
     for addr, text_ in ins:
         m = re.search(r"BRA\b.*?\.L_x_(\d+)", text_)
-        if m and labels.get(m.group(1), addr) < addr:
-            body = max(body, sum(1 for a, _ in ins if labels[m.group(1)] <= a <= addr))
-    return len(ins), body
+        if m and labels.get(m.group(1), addr) < addr and addr - labels[m.group(1)] > span[1] - span[0]:
+            span = (labels[m.group(1)], addr)
+    outside = sum(1 for a, t in ins if re.search(r"\bH(G)?MMA\b", t) and not span[0] <= a <= span[1])
+    if outside:
+        raise SystemExit(f"attention_sass: {outside} tensor-core instructions outside the main loop (a peeled "
+                         "iteration?): the loop-body count does not hold for this kernel")
+    return len(ins), sum(1 for a, _ in ins if span[0] <= a <= span[1])
 
 
-def dynamic(n: int, body: int, iters: list[int], stages: int) -> int:
-    return sum(n - body + body * max(it - (stages - 1), 0) for it in iters)
+def dynamic(n: int, body: int, iters: list[int]) -> int:
+    """Instructions a warp executes over programs with these loop iteration counts: straight-line code (prologue
+    prefetches included) once, the body once per iteration (the pipeliner predicates, it does not peel)."""
+    return sum(n - body + body * it for it in iters)
 
 
 def floor_ms(warp_instructions_per_head: float) -> float:
@@ -132,7 +147,7 @@ def analyse(module, name: str) -> dict:
     n, body = count(sass(sm90.Launch("attention", name, fwd.kernel, fwd.args, fwd.kwargs)))
     bm, bn, w = fwd.kwargs["BLOCK_M"], fwd.kwargs["BLOCK_N"], fwd.kwargs["num_warps"]
     iters = [math.ceil(min((i + 1) * bm, T) / bn) for i in range(math.ceil(T / bm))]
-    out["fwd"] = floor_ms(dynamic(n, body, iters, fwd.kwargs["num_stages"]) * w)
+    out["fwd"] = floor_ms(dynamic(n, body, iters) * w)
     if bwd.kwargs["ONE_PROGRAM"]:
         out["bwd"] = None  # one program per head: nested loops; its split twin ("split" for v2) stands in
         return out
@@ -146,7 +161,7 @@ def analyse(module, name: str) -> dict:
         else:
             BM2, BN2 = kw["BLOCK_M2"], kw["BLOCK_N2"]
             iters = [math.ceil(min((i + 1) * BM2, T) / BN2) for i in range(math.ceil(T / BM2))]
-        total += dynamic(n, body, iters, kw["num_stages"]) * kw["num_warps"]
+        total += dynamic(n, body, iters) * kw["num_warps"]
     out["bwd"] = floor_ms(total)
     return out
 
