@@ -399,7 +399,8 @@ class Candidate:
     a head's programs adjacent) at every T, not only past ONE_PROGRAM_MAX_T; `pre_delta`: Delta =
     rowsum(dO ∘ O) in a pre-pass launch (_rope_attn_bwd_delta_kernel) instead of inline per tile step; `pin`:
     rotated q and k tiles computed once and converted to each dot's layout (_rope_operand), not recomputed
-    in each (v2, the kernel measured on the H200, had no pin; the same values either way)."""
+    in each (v2, the kernel measured on the H200, had no pin; the same values either way) — 16-bit inputs
+    only: fp32 runs v2's small tiles, where the pinned tile spilled under Triton 3.6 (D 64, 16 × 16, 8 warps)."""
 
     about: str
     split: bool = False
@@ -512,7 +513,7 @@ def block_config(T: int, TQ: int, D: int, itemsize: int, interpret: bool,
     bm, bn, bm2, bn2, bw, bs = tiles["bwd"]
     return dict(fwd=(min(fm, q_tile), min(fn, k_tile), fw, fs),
                 bwd=(min(bm, q_tile), min(bn, k_tile), min(bm2, q_tile), min(bn2, k_tile), bw, bs), split=split,
-                pre_delta=cand.pre_delta, pin=cand.pin)
+                pre_delta=cand.pre_delta, pin=cand.pin and itemsize == 2)
 
 
 def traffic(B: int, H: int, T: int, D: int, itemsize: int, TQ: int | None = None,
