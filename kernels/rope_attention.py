@@ -400,7 +400,8 @@ class Candidate:
     rowsum(dO ∘ O) in a pre-pass launch (_rope_attn_bwd_delta_kernel) instead of inline per tile step; `pin`:
     rotated q and k tiles computed once and converted to each dot's layout (_rope_operand), not recomputed
     in each (v2, the kernel measured on the H200, had no pin; the same values either way) — 16-bit inputs
-    only: fp32 runs v2's small tiles, where the pinned tile spilled under Triton 3.6 (D 64, 16 × 16, 8 warps)."""
+    only, where the SASS showed the gain: fp32 (ieee dots on the FMA units, v2's small tiles) keeps the code
+    the H200 checked."""
 
     about: str
     split: bool = False
