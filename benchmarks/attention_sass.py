@@ -9,11 +9,12 @@ the backward's two kinds of program (dK/dV of a key block, dQ of a query block) 
 with the nvdisasm that Triton bundles, and their main loop found by its back edge. Dynamic instructions per
 warp = straight-line code + loop body × iterations per program (Triton's pipeliner predicates the tail's
 prefetches rather than peeling iterations: every tensor-core instruction is in the loop, which is checked),
-summed over a head's programs (iterations from the tiles); the issue floor = warp-instructions per head × heads per SM / (4 schedulers × 1
-instruction a cycle × 1.98 GHz, the H200's clock). The forward likewise. `--no-rope` loads q and k as they
-come (what a backward on pre-rotated operands would execute); `--no-pin` drops `_rope_operand`'s opaque
-identity, so the rotation is recomputed in each dot's operand layout as before it was added. A model from
-static code: loops are counted by their bodies; latency, stalls and memory are not in it. Nothing runs.
+summed over a head's programs (iterations from the tiles); the issue floor = warp-instructions per head ×
+heads per SM / (4 schedulers × 1 instruction a cycle × 1.98 GHz, the H200's clock). The forward likewise.
+`--no-rope` loads q and k as they come (what a backward on pre-rotated operands would execute); `--no-pin`
+drops `_rope_operand`'s opaque identity, so the rotation is recomputed in each dot's operand layout as before
+it was added. A model from static code: loops are counted by their bodies; latency, stalls and memory are not
+in it. Nothing runs.
 
 Until 2026-12-07 the count took the body (iterations − stages + 1) times, as if the pipeliner peeled the last
 stages − 1 iterations into straight-line code; it does not (no HMMA/HGMMA outside the loop), so the floors of
@@ -184,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     import triton
+    how = " — loops without RoPE" if args.no_rope else " — rotation not pinned" if args.no_pin else ""
     print(f"issue floor at B {B}, H {H}, T {T}, D {D}, bf16 (sm_90 offline, Triton {triton.__version__}, "
-          f"{CLOCK / 1e9:.2f} GHz, {SM} SMs){' — loops without RoPE' if args.no_rope else ' — rotation not pinned' if args.no_pin else ''}")
+          f"{CLOCK / 1e9:.2f} GHz, {SM} SMs){how}")
     print(f"{'candidate':18s} {'forward (ms)':>13s} {'backward (ms)':>14s}")
     for name in names:
         r = analyse(module, name)

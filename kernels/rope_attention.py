@@ -111,7 +111,8 @@ def _rope_operand(X, stride_xt, pos, valid, Cos, Sin, Like, HEAD_DIM: tl.constex
     # through (a non-pure `mov`, which ptxas deletes) keeps the rotation in the load's layout and converts
     # the result instead — on mma.sync tiles a third fewer instructions a step (split-w4's SASS loop bodies
     # 739 → 408 for dQ, 972 → 675 for dK/dV; benchmarks/attention_sass.py --no-pin shows the other). Values
-    # are unchanged. PIN: the candidate's `pin`, never under the interpreter (it has no inline asm).
+    # are unchanged. PIN: the candidate's `pin` for 16-bit inputs (block_config), never under the
+    # interpreter (it has no inline asm).
     x = _rope_load(X, stride_xt, pos, valid, Cos, Sin, HEAD_DIM, BLOCK)
     if PIN:
         x = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=False, pack=1)
@@ -722,7 +723,8 @@ def rope_attn_backward(
         H, T, TQ, q_start, q_step, n_kblocks, n_qblocks, sm_scale, sm_scale * LOG2E,
         HEAD_DIM=D, BLOCK_M=BM, BLOCK_N=BN, BLOCK_M2=BM2, BLOCK_N2=BN2,
         ONE_PROGRAM=one_program, SLICED=TQ != T,
-        INPUT_PRECISION=precision, UPCAST=interpreted(), PRE_DELTA=config["pre_delta"], PIN=config["pin"] and not interpreted(),
+        INPUT_PRECISION=precision, UPCAST=interpreted(), PRE_DELTA=config["pre_delta"],
+        PIN=config["pin"] and not interpreted(),
         num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
     )
     return dq, dk, dv
