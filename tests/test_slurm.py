@@ -77,6 +77,13 @@ def _all_ended(root: Path) -> bool:
     return all(point_status(root, n) in ("done", "settled", "failed") for n in sweep.names())
 
 
+def _recorded(root: Path, names: list[str]) -> bool:
+    """Each point's worker has written its attempt record. The run folder says "done" when train() returns,
+    a moment before the worker appends to attempts.jsonl: a test that reads the attempts waits for this too
+    (seen once in CI: the requeue test read ["interrupted"] while the "done" record was being written)."""
+    return all((a := read_attempts(root, n)) and a[-1].get("status") == point_status(root, n) for n in names)
+
+
 def _steps(run: Path) -> list[int]:
     return [r["step"] for r in runfolder.read_history(run)]
 
@@ -108,7 +115,7 @@ def test_a_grid_runs_through_slurm_with_results_and_threads_from_the_allocation(
     assert main(args) == 0, capsys.readouterr().err
     sweep = load_sweep(root)
     assert all(len(job_history(sweep, n)) == 1 for n in sweep.names())
-    _wait(root, lambda: _all_ended(root), "the 4 points")
+    _wait(root, lambda: _all_ended(root) and _recorded(root, sweep.names()), "the 4 points and their records")
     elapsed = time.time() - t0
     # the last worker to end rewrote results.csv: no --status needed
     _wait(root, lambda: (root / "results.jsonl").is_file() and all(
@@ -148,7 +155,7 @@ def test_requeue_and_the_time_limit_signal_resume_each_evaluation_once(cluster, 
     _wait(root, lambda: runfolder.owner(run) is not None and len(_steps(run)) >= 3, "a later evaluation")
     _scontrol("requeue", job)
     _release(root, job)
-    _wait(root, lambda: _all_ended(root), "the point to finish after the requeue")
+    _wait(root, lambda: _all_ended(root) and _recorded(root, [name]), "the point to finish after the requeue")
     assert point_status(root, name) == "done"
     assert _steps(run) == list(range(400, 4801, 400))  # each evaluation exactly once
     assert len(list(run.glob("env-resume-*.json"))) >= 2
