@@ -447,8 +447,9 @@ CANDIDATES: dict[str, Candidate] = {
         "split-w4 without the rotation's pin (the rotation recomputed in each dot's operand layout, as in v2): "
         "what the pin is worth, measured", split=True, pin=False, tiles=_W4_TILES),
     "split-w4-s1": Candidate(
-        "split-w4 at one stage (no loads in flight across steps; 220 registers, still 2 programs per SM): the fewest "
-        "instructions of the mma.sync candidates, is the prefetch worth more?", split=True,
+        "split-w4 at one stage at D = 128 (other head dims: v2's tiles, split; no loads in flight across steps; "
+        "220 registers, still 2 programs per SM): the fewest instructions of the mma.sync candidates, is the "
+        "prefetch worth more?", split=True,
         tiles=_d128((32, 32, 32, 32, 4, 1), (32, 32, 4, 2))),
     "split-w4-delta": Candidate(
         "split-w4 with Delta = rowsum(dO ∘ O) from a pre-pass launch: no O tile and no row sum in the tile steps",
