@@ -76,7 +76,22 @@ def _rope_load(X, stride_xt, pos, valid, Cos, Sin, HEAD_DIM: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _rope_store_grad(DX, stride_xt, pos, valid, Cos, Sin, g, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+def _to_input_dtype(x, Like, UPCAST: tl.constexpr):
+    # fp32 x cast to Like's element type, rounded to nearest even as on the GPU. The interpreter (UPCAST)
+    # truncates fp32 → bf16 (docs TRITON_ON_CPU.md), a bias that grows with every sum of rounded terms; under it
+    # bf16 is rounded first in fp32's own bits (bf16 is fp32's upper half), so the cast is exact and the CPU
+    # computes the GPU's values. Compiled code is unchanged.
+    if UPCAST:
+        if Like.dtype.element_ty == tl.bfloat16:
+            b = x.to(tl.int32, bitcast=True)
+            b = (b + (0x7FFF + ((b >> 16) & 1))) & -65536
+            x = b.to(tl.float32, bitcast=True)
+    return x.to(Like.dtype.element_ty)
+
+
+@triton.jit
+def _rope_store_grad(DX, stride_xt, pos, valid, Cos, Sin, g, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr,
+                     UPCAST: tl.constexpr):
     # Store g, a (BLOCK, D) gradient w.r.t. the rotated rows, rotated back (RoPE's transpose),
     # as one contiguous tile.
     HALF: tl.constexpr = HEAD_DIM // 2
@@ -87,7 +102,7 @@ def _rope_store_grad(DX, stride_xt, pos, valid, Cos, Sin, g, HEAD_DIM: tl.conste
     cos = tl.load(Cos + cs, mask=valid[:, None], other=0.0)
     sin = tl.load(Sin + cs, mask=valid[:, None], other=0.0)
     dx = tl.reshape(tl.join(g_e * cos + g_o * sin, g_o * cos - g_e * sin), (BLOCK, HEAD_DIM))
-    tl.store(DX + pos[:, None] * stride_xt + offs_d[None, :], dx.to(DX.dtype.element_ty), mask=valid[:, None])
+    tl.store(DX + pos[:, None] * stride_xt + offs_d[None, :], _to_input_dtype(dx, DX, UPCAST), mask=valid[:, None])
 
 
 @triton.jit
@@ -95,7 +110,7 @@ def _dot_operand(x, Like, UPCAST: tl.constexpr):
     # Round to the input dtype (Like's element type; the reference rounds rotated q, k too), so
     # GPU dots run on tensor cores; the interpreter computes 16-bit (bf16 above all) wrongly, so
     # it gets fp32 back.
-    x = x.to(Like.dtype.element_ty)
+    x = _to_input_dtype(x, Like, UPCAST)
     if UPCAST:
         x = x.to(tl.float32)
     return x
@@ -185,7 +200,7 @@ def _rope_attn_fwd_kernel(
 
     acc = acc / l_i[:, None]
     offs_d = tl.arange(0, HEAD_DIM)
-    tl.store(Out + offs_r[:, None] * stride_ot + offs_d[None, :], acc.to(Out.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(Out + offs_r[:, None] * stride_ot + offs_d[None, :], _to_input_dtype(acc, Out, UPCAST), mask=row_ok[:, None])
     tl.store(Lse + offs_r, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=row_ok)
 
 
@@ -236,9 +251,9 @@ def _bwd_dkdv_block(
         dp_t = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)
         ds_t = _dot_operand(p_t * (dp_t - delta[None, :]), Q, UPCAST)
         dk += tl.dot(ds_t, q, input_precision=INPUT_PRECISION)
-    _rope_store_grad(DK, stride_dkt, offs_n, key_ok, Cos, Sin, dk * sm_scale, HEAD_DIM, BLOCK_N)
+    _rope_store_grad(DK, stride_dkt, offs_n, key_ok, Cos, Sin, dk * sm_scale, HEAD_DIM, BLOCK_N, UPCAST)
     offs_d = tl.arange(0, HEAD_DIM)
-    tl.store(DV + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+    tl.store(DV + offs_n[:, None] * stride_dvt + offs_d[None, :], _to_input_dtype(dv, DV, UPCAST), mask=key_ok[:, None])
 
 
 @triton.jit
@@ -269,7 +284,7 @@ def _bwd_dq_block(
         dp = tl.dot(do, tl.trans(v), input_precision=INPUT_PRECISION)
         ds = _dot_operand(p * (dp - delta[:, None]), Q, UPCAST)
         dq += tl.dot(ds, k, input_precision=INPUT_PRECISION)
-    _rope_store_grad(DQ, stride_dqt, pos, row_ok, Cos, Sin, dq * sm_scale, HEAD_DIM, BLOCK_M)
+    _rope_store_grad(DQ, stride_dqt, pos, row_ok, Cos, Sin, dq * sm_scale, HEAD_DIM, BLOCK_M, UPCAST)
 
 
 @triton.jit

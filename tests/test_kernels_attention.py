@@ -135,10 +135,12 @@ def _assert_matches(fused, ref, ref64, dtype: torch.dtype, bounds: dict | None =
         else:
             err_fused = (f.double() - r64).abs().max().item()
             err_ref = (r.double() - r64).abs().max().item()
-            # The interpreter converts fp32 → bf16 by truncation (docs TRITON_ON_CPU.md): each of the
-            # kernel's bf16 roundings (dot operands, stores) errs by up to 1 ulp instead of ½, so its
-            # error bound doubles there: 4× instead of the 2× rule.
-            k = 4 if dtype == torch.bfloat16 and DEVICE == "cpu" else 2
+            # The interpreter truncates fp32 → bf16 (docs TRITON_ON_CPU.md); the kernels round to nearest even
+            # there by hand (_to_input_dtype), so the GPU's rule nearly holds on the CPU too. The slack left is
+            # the interpreter's own sums (numpy's order in its fp32 dots): over 400 fresh draws at T 33, D 64 the
+            # ratio's 99th percentile was 1.7, its largest 2.09, so 2.5× here (4× before the rounding fix, which
+            # still failed 3.5 % of draws).
+            k = 2.5 if dtype == torch.bfloat16 and DEVICE == "cpu" else 2
             assert err_fused <= k * err_ref + FLOOR[dtype], f"{name}: fused err {err_fused:.3g}, reference {err_ref:.3g}"
 
 
@@ -448,7 +450,7 @@ CANDIDATE_CASES = [  # (id, (B, H, T, D), dtype, tile table's itemsize: 2 = the 
     ("T95D128", (1, 2, 95, 128), torch.float32, 2),
     ("T33D128", (1, 2, 33, 128), torch.float32, 2),  # the sweep's 64-row blocks: one block, part-filled
     ("T130D128-fp16", (1, 1, 130, 128), torch.float16, 2),  # past ONE_PROGRAM_MAX_T at the paper's head dim (fp16:
-    # the interpreter truncates fp32 → bf16, and over 130-term sums that bias outgrows the bf16 rule's 4×)
+    # the interpreter truncated fp32 → bf16 before _to_input_dtype, and over 130-term sums that bias outgrew 4×)
     ("T200D64", (1, 1, 200, 64), torch.float32, 2),  # past ONE_PROGRAM_MAX_T: split in every candidate
     ("T95D128-fp16", (1, 2, 95, 128), torch.float16, 2),
     ("T33D64-bf16", (1, 2, 33, 64), torch.bfloat16, 2),
